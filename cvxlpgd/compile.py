@@ -1,0 +1,404 @@
+"""CVXPY problem -> conic program maps, built once per layer.
+
+``compile_problem`` canonicalizes a DPP problem with CVXPY and turns its parametrized cone
+program into three linear pieces that the layer applies to a whole batch at once:
+
+* ``ProblemMaps``: parameters -> conic data (values of ``P``, ``A`` on fixed sparsity
+  patterns, and ``b``, ``c``), an affine map, plus its adjoint for the backward pass;
+* ``Recovery``: conic solution ``(x, y)`` -> requested variables and dual variables, a linear
+  map, plus its adjoint;
+* the ``ConeStructure`` shared by every item (cone sizes and sparsity patterns).
+
+No CVXPY work happens after compilation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import dataclass, field
+
+import cvxpy as cp
+import numpy as np
+import scipy.sparse as sp
+from cvxpy.atoms.affine.upper_tri import upper_tri_to_full
+from cvxpy.constraints import PSD, SOC, ExpCone, PowCone3D
+from cvxpy.utilities import scopes
+from cvxpy.utilities.psd_utils import tri_to_full
+
+from cvxlpgd.cone import ConeDims, ConeProgram
+
+_SYMMETRIC_ATTRIBUTES = ("symmetric", "PSD", "NSD")
+
+
+@dataclass(frozen=True)
+class SparsePattern:
+    """A fixed CSC sparsity pattern; values for it are vectors in CSC order."""
+
+    indices: np.ndarray  # row of each stored entry
+    indptr: np.ndarray
+    shape: tuple[int, int]
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.size)
+
+    @property
+    def columns(self) -> np.ndarray:
+        """Column of each stored entry."""
+        return np.repeat(np.arange(self.shape[1]), np.diff(self.indptr))
+
+    def matrix(self, values: np.ndarray) -> sp.csc_array:
+        return sp.csc_array((values, self.indices, self.indptr), shape=self.shape)
+
+    @classmethod
+    def from_flat_positions(cls, flat: np.ndarray, shape: tuple[int, int]) -> SparsePattern:
+        """Pattern of the entries at sorted column-major positions ``flat``."""
+        rows, cols = flat % shape[0], flat // shape[0]
+        indptr = np.zeros(shape[1] + 1, dtype=np.int64)
+        np.add.at(indptr, cols + 1, 1)
+        return cls(rows.astype(np.int64), np.cumsum(indptr), shape)
+
+
+@dataclass(frozen=True)
+class AffineMap:
+    """``values = theta @ matrix.T + offset`` for a batch ``theta`` of shape (B, p)."""
+
+    matrix: sp.csr_array  # (k, p)
+    offset: np.ndarray  # (k,)
+
+    @property
+    def constant(self) -> bool:
+        """True when no parameter enters: every item shares ``offset``."""
+        return self.matrix.nnz == 0
+
+    def apply(self, theta: np.ndarray) -> np.ndarray:
+        """(B, p) -> (B, k), or (1, k) when constant."""
+        if self.constant:
+            return self.offset[None, :]
+        return (self.matrix @ theta.T).T + self.offset
+
+    def adjoint(self, grad: np.ndarray) -> np.ndarray:
+        """(B, k) -> (B, p): the transpose of ``apply`` without its offset."""
+        return (self.matrix.T @ grad.T).T
+
+
+@dataclass(frozen=True)
+class ConeStructure:
+    """What every item of a batch shares: cone sizes and sparsity patterns."""
+
+    dims: ConeDims
+    A: SparsePattern
+    P: SparsePattern | None  # upper triangle
+    # Identifies the data of the constant A and P across calls, for solver-object reuse.
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def n(self) -> int:
+        return self.A.shape[1]
+
+    @property
+    def m(self) -> int:
+        return self.A.shape[0]
+
+
+@dataclass
+class ProgramBatch:
+    """Conic data of a batch; a leading dimension of 1 means shared by all items."""
+
+    structure: ConeStructure
+    A_values: np.ndarray  # (B or 1, nnz_A)
+    b: np.ndarray  # (B or 1, m)
+    c: np.ndarray  # (B or 1, n)
+    P_values: np.ndarray | None  # (B or 1, nnz_P)
+    batch_size: int
+
+    @property
+    def reuse_key(self) -> str | None:
+        """Solver-object key when ``A`` and ``P`` are the same for every item of every call."""
+        shared = self.A_values.shape[0] == 1 and (self.P_values is None or self.P_values.shape[0] == 1)
+        return self.structure.token if shared else None
+
+    def item(self, i: int) -> ConeProgram:
+        s = self.structure
+        P = None
+        if s.P is not None:
+            P = s.P.matrix(self.P_values[min(i, self.P_values.shape[0] - 1)])
+        return ConeProgram(
+            A=s.A.matrix(self.A_values[min(i, self.A_values.shape[0] - 1)]),
+            b=self.b[min(i, self.b.shape[0] - 1)],
+            c=self.c[min(i, self.c.shape[0] - 1)],
+            dims=s.dims,
+            P=P,
+        )
+
+
+@dataclass(frozen=True)
+class ProblemMaps:
+    """Affine maps from the flat user parameters to the conic data."""
+
+    structure: ConeStructure
+    A: AffineMap
+    b: AffineMap
+    c: AffineMap
+    P: AffineMap | None
+
+    def program(self, theta: np.ndarray) -> ProgramBatch:
+        return ProgramBatch(
+            structure=self.structure,
+            A_values=self.A.apply(theta),
+            b=self.b.apply(theta),
+            c=self.c.apply(theta),
+            P_values=None if self.P is None else self.P.apply(theta),
+            batch_size=theta.shape[0],
+        )
+
+    def parameter_gradient(
+        self, dA: np.ndarray, db: np.ndarray, dc: np.ndarray, dP: np.ndarray | None
+    ) -> np.ndarray:
+        """Adjoint of ``program``: gradients w.r.t. conic data (B, .) -> (B, p)."""
+        grad = self.A.adjoint(dA) + self.b.adjoint(db) + self.c.adjoint(dc)
+        if dP is not None and self.P is not None:
+            grad += self.P.adjoint(dP)
+        return grad
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """Linear map from a conic solution ``z = (x, y)`` to the requested outputs."""
+
+    matrix: sp.csr_array  # (sum of output sizes, n + m)
+    shapes: tuple[tuple[int, ...], ...]
+    n: int
+
+    def outputs(self, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+        """(B, n), (B, m) -> one (B, *shape) array per requested output (C order)."""
+        flat = (self.matrix @ np.hstack([x, y]).T).T
+        sizes = np.cumsum([int(np.prod(s)) for s in self.shapes])[:-1]
+        batch = x.shape[0]
+        return [
+            part.reshape((batch, *shape))
+            for part, shape in zip(np.split(flat, sizes, axis=1), self.shapes, strict=True)
+        ]
+
+    def adjoint(self, grads: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """One (B, *shape) gradient per output -> (dx (B, n), dy (B, m))."""
+        batch = grads[0].shape[0]
+        flat = np.hstack([g.reshape(batch, -1) for g in grads])
+        dz = (self.matrix.T @ flat.T).T
+        return dz[:, : self.n], dz[:, self.n :]
+
+    @property
+    def uses_duals(self) -> bool:
+        return bool(self.matrix[:, self.n :].nnz)
+
+
+@dataclass(frozen=True)
+class CompiledProblem:
+    maps: ProblemMaps
+    recovery: Recovery
+
+
+def _c_to_f_permutation(shape: tuple[int, ...]) -> np.ndarray:
+    """Index into the C-order flattening for each position of the F-order flattening."""
+    return np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape).flatten(order="F")
+
+
+def _parameter_lowering(param: cp.Parameter, lowered_size: int) -> sp.csr_array:
+    """Sparse map: the C-order flat value a user passes -> CVXPY's internal parameter vector."""
+    size = param.size
+    if lowered_size == size and not param._has_dim_reducing_attr:
+        perm = _c_to_f_permutation(param.shape)
+        return sp.csr_array((np.ones(size), (np.arange(size), perm)), shape=(size, size))
+    n = param.shape[-1]
+    if any(param.attributes.get(a) for a in _SYMMETRIC_ATTRIBUTES):
+        # CVXPY keeps the upper triangle; use the symmetric part so gradients are symmetric.
+        rows, cols = np.triu_indices(n)
+        k = np.arange(rows.size)
+        upper, lower = rows * n + cols, cols * n + rows
+        return sp.csr_array(
+            (np.full(2 * k.size, 0.5), (np.concatenate([k, k]), np.concatenate([upper, lower]))),
+            shape=(k.size, size),
+        )
+    if param.attributes.get("diag"):
+        k = np.arange(n)
+        return sp.csr_array((np.ones(n), (k, k * n + k)), shape=(n, size))
+    raise NotImplementedError(
+        f"Parameter {param.name()!r} has an attribute that changes its stored size "
+        f"({[a for a, v in param.attributes.items() if v is True]}); cvxlpgd supports "
+        "symmetric, PSD, NSD and diag parameters among those."
+    )
+
+
+def _lifting(param_prob, param_id_map: dict[int, int], user_params) -> sp.csr_array:
+    """(p_cvxpy, p_user) map from the stacked C-order user parameters to CVXPY's vector."""
+    data, rows, cols = [], [], []
+    col = 0
+    for p in user_params:
+        cvx_id = param_id_map.get(p.id, p.id)
+        if cvx_id in param_prob.param_id_to_col:  # else the parameter was eliminated
+            start = param_prob.param_id_to_col[cvx_id]
+            lowered = _parameter_lowering(p, param_prob.param_id_to_size[cvx_id]).tocoo()
+            data.append(lowered.data)
+            rows.append(lowered.row + start)
+            cols.append(lowered.col + col)
+        col += p.size
+    if not data:
+        return sp.csr_array((param_prob.total_param_size, col))
+    return sp.csr_array(
+        (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(param_prob.total_param_size, col),
+    )
+
+
+def _affine_from_tensor(tensor: sp.csr_array, rows: np.ndarray, lift: sp.csr_array) -> AffineMap:
+    """Rows ``rows`` of a CVXPY data tensor (last column = constant) as a map on user params."""
+    picked = tensor[rows]
+    matrix = sp.csr_array(picked[:, :-1] @ lift)
+    matrix.eliminate_zeros()
+    offset = np.asarray(picked[:, [-1]].todense()).ravel()
+    return AffineMap(matrix, offset)
+
+
+def _scale(amap: AffineMap, factor: float) -> AffineMap:
+    return AffineMap(sp.csr_array(amap.matrix * factor), amap.offset * factor)
+
+
+def _structure_and_maps(param_prob, dims: ConeDims, lift: sp.csr_array) -> ProblemMaps:
+    n = param_prob.x.size
+    m = dims.size
+    A_tensor = sp.csr_array(param_prob.A)
+    nonzero_rows = np.unique(A_tensor.tocoo().row)
+    in_A = nonzero_rows < m * n  # column-major positions of [A | b]; column n holds b
+    A_pattern = SparsePattern.from_flat_positions(nonzero_rows[in_A], (m, n))
+    # CVXPY's form is  A_cvx x + b_cvx in K, so SCS's is  (-A_cvx) x + s = b_cvx.
+    A_map = _scale(_affine_from_tensor(A_tensor, nonzero_rows[in_A], lift), -1.0)
+    b_map = _affine_from_tensor(A_tensor, m * n + np.arange(m), lift)
+    c_map = _affine_from_tensor(sp.csr_array(param_prob.q), np.arange(n), lift)
+
+    P_pattern, P_map = None, None
+    if param_prob.P is not None:
+        P_tensor = sp.csr_array(param_prob.P)
+        flat = np.unique(P_tensor.tocoo().row)
+        i, j = flat % n, flat // n
+        upper = np.unique(np.minimum(i, j) + n * np.maximum(i, j))
+        if upper.size:
+            ui, uj = upper % n, upper // n
+            # Symmetric part of P, upper triangle: (P_ij + P_ji) / 2.
+            sym = _affine_from_tensor(P_tensor, upper, lift)
+            mirror = _affine_from_tensor(P_tensor, uj + n * ui, lift)
+            P_map = AffineMap(
+                sp.csr_array((sym.matrix + mirror.matrix) * 0.5), (sym.offset + mirror.offset) * 0.5
+            )
+            P_pattern = SparsePattern.from_flat_positions(upper, (n, n))
+    structure = ConeStructure(dims=dims, A=A_pattern, P=P_pattern)
+    return ProblemMaps(structure=structure, A=A_map, b=b_map, c=c_map, P=P_map)
+
+
+def _primal_rows(var: cp.Variable, start: int, stored_size: int) -> sp.csr_array:
+    """Rows of the recovery matrix (over x only) for a primal variable, in C order."""
+    if var.attributes.get("diag"):
+        n = var.shape[0]
+        full_f = sp.csr_array((np.ones(n), (np.arange(n) * (n + 1), np.arange(n))), shape=(n * n, n))
+    elif stored_size != var.size:
+        full_f = sp.csr_array(upper_tri_to_full(var.shape[-1]))
+    else:
+        full_f = sp.identity(var.size, format="csr")
+    # F-order rows -> C-order rows.
+    c_rows = full_f[np.argsort(_c_to_f_permutation(var.shape))]
+    return sp.hstack([sp.csr_array((var.size, start)), c_rows]).tocsr()
+
+
+def _dual_rows(dual_var, constraint, cone_constraint, offset: int, psd_triangle, psd_sqrt2) -> sp.csr_array:
+    """Rows of the recovery matrix (over y only) for a dual variable, in C order.
+
+    The map from the conic dual slice to CVXPY's dual value is read off CVXPY itself: index
+    labels are pushed through the constraint's own ``save_dual_value`` (restored afterwards).
+    """
+    size = cone_constraint.size
+    if isinstance(cone_constraint, PSD) or type(cone_constraint).__name__ == "SvecPSD":
+        side = constraint.shape[-1]
+        basis = np.eye(size)
+        cols = np.stack([tri_to_full(basis[k], side, psd_triangle, psd_sqrt2).ravel() for k in range(size)], axis=1)
+        block = sp.csr_array(cols)
+        return sp.hstack([sp.csr_array((block.shape[0], offset)), block]).tocsr()
+    labels = np.arange(1, size + 1, dtype=float)
+    if isinstance(constraint, (SOC, ExpCone, PowCone3D)):
+        value = labels
+    elif constraint.shape == ():
+        value = labels[0]
+    else:
+        value = labels.reshape(constraint.shape, order="F")
+    saved = [dv.value for dv in constraint.dual_variables]
+    try:
+        constraint.save_dual_value(value)
+        picked = np.asarray(dual_var.value, dtype=float).ravel(order="C")
+    finally:
+        for dv, old in zip(constraint.dual_variables, saved, strict=True):
+            dv.save_value(old)
+    source = picked.astype(np.int64) - 1
+    k = source.size
+    return sp.csr_array((np.ones(k), (np.arange(k), offset + source)), shape=(k, offset + size))
+
+
+def _cone_offsets(param_prob) -> dict[int, tuple[int, object]]:
+    """Row offset in ``A`` (and ``y``) of each cone constraint, by constraint id."""
+    offsets, row = {}, 0
+    for con in param_prob.constraints:
+        offsets[con.id] = (row, con)
+        row += con.size
+    return offsets
+
+
+def _recovery(problem, variables, param_prob, chain, n: int, m: int) -> Recovery:
+    var_id_map = {k: v[0] for k, v in chain.compose_var_id_map().items()}
+    constr_id_map = chain.compose_constr_id_map()
+    dual_owner = {dv.id: con for con in problem.constraints for dv in con.dual_variables}
+    offsets = _cone_offsets(param_prob)
+    context = next((r.solver_context for r in chain.reductions if getattr(r, "solver_context", None) is not None and hasattr(r.solver_context, "psd_triangle_kind")), None)
+    blocks, shapes = [], []
+    for var in variables:
+        if var.id in dual_owner:
+            con = dual_owner[var.id]
+            start, cone_con = offsets[constr_id_map.get(con.id, con.id)]
+            rows = _dual_rows(
+                var, con, cone_con, start,
+                getattr(context, "psd_triangle_kind", None), getattr(context, "psd_sqrt2_scaling", True),
+            )
+            rows.resize((rows.shape[0], m))
+            blocks.append(sp.hstack([sp.csr_array((rows.shape[0], n)), rows]))
+        else:
+            cvx_id = var_id_map.get(var.id, var.id)
+            start = param_prob.var_id_to_col[cvx_id]
+            stored = param_prob.id_to_var[cvx_id].size
+            rows = _primal_rows(var, start, stored)
+            rows.resize((rows.shape[0], n))
+            blocks.append(sp.hstack([rows, sp.csr_array((rows.shape[0], m))]))
+        shapes.append(tuple(var.shape))
+    return Recovery(matrix=sp.vstack(blocks).tocsr(), shapes=tuple(shapes), n=n)
+
+
+def compile_problem(
+    problem: cp.Problem,
+    parameters: list[cp.Parameter],
+    variables: list[cp.Variable],
+    canon_solver: str,
+    quad_obj: bool,
+) -> CompiledProblem:
+    """Canonicalize ``problem`` once for ``canon_solver`` (CVXPY's name) and build its maps.
+
+    ``quad_obj`` keeps a quadratic objective as ``P`` (else CVXPY rewrites it as a cone).
+    The caller has validated DPP and membership of parameters and variables.
+    """
+    scope = scopes.quad_form_dpp_scope() if quad_obj else contextlib.nullcontext()
+    with scope:
+        data, chain, _ = problem.get_problem_data(
+            solver=canon_solver, solver_opts={"use_quad_obj": quad_obj}
+        )
+    param_prob = data[cp.settings.PARAM_PROB]
+    dims = ConeDims.from_cvxpy(data["dims"])
+    param_id_map = {k: v[0] for k, v in chain.compose_param_id_map().items()}
+    lift = _lifting(param_prob, param_id_map, parameters)
+    maps = _structure_and_maps(param_prob, dims, lift)
+    recovery = _recovery(problem, variables, param_prob, chain, maps.structure.n, maps.structure.m)
+    return CompiledProblem(maps=maps, recovery=recovery)

@@ -1,0 +1,86 @@
+"""The currency between compilation, solvers and gradients: a conic program and its solution.
+
+Convention (SCS):  minimize 1/2 x'Px + c'x  s.t.  Ax + s = b,  s in K,
+with dual y in K* and optimality  Px + A'y + c = 0.  ``P`` holds the upper triangle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+OPTIMAL = "optimal"
+OPTIMAL_INACCURATE = "optimal_inaccurate"
+INFEASIBLE = "infeasible"
+UNBOUNDED = "unbounded"
+ITERATION_LIMIT = "iteration_limit"
+SOLVER_ERROR = "solver_error"
+USABLE_STATUSES = frozenset({OPTIMAL, OPTIMAL_INACCURATE})
+
+
+@dataclass(frozen=True)
+class ConeDims:
+    """Sizes of the cones, in the order the rows of ``A`` use them."""
+
+    zero: int = 0
+    nonneg: int = 0
+    soc: tuple[int, ...] = ()
+    psd: tuple[int, ...] = ()  # side lengths; each takes n(n+1)/2 rows
+    exp: int = 0  # number of 3-dimensional exponential cones
+    power: tuple[float, ...] = ()  # exponents of 3-dimensional power cones
+
+    @property
+    def size(self) -> int:
+        """Number of rows of ``A``."""
+        return (
+            self.zero
+            + self.nonneg
+            + sum(self.soc)
+            + sum(k * (k + 1) // 2 for k in self.psd)
+            + 3 * self.exp
+            + 3 * len(self.power)
+        )
+
+    @classmethod
+    def from_cvxpy(cls, dims) -> ConeDims:
+        """Read CVXPY's ``ConeDims`` object (``data["dims"]``)."""
+        return cls(
+            zero=int(dims.zero),
+            nonneg=int(dims.nonneg),
+            soc=tuple(int(k) for k in dims.soc),
+            psd=tuple(int(k) for k in dims.psd),
+            exp=int(dims.exp),
+            power=tuple(float(a) for a in dims.p3d),
+        )
+
+
+@dataclass
+class ConeProgram:
+    """One conic program in SCS form; ``P`` is upper-triangular CSC or ``None``."""
+
+    A: sp.csc_array
+    b: np.ndarray
+    c: np.ndarray
+    dims: ConeDims
+    P: sp.csc_array | None = None
+
+
+@dataclass
+class Solution:
+    """A primal-dual point ``(x, y, s)`` with the normalized and the solver's own status."""
+
+    x: np.ndarray
+    y: np.ndarray
+    s: np.ndarray
+    status: str
+    solver_status: str = ""
+    iterations: int = 0
+    solve_time: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def usable(self) -> bool:
+        """Whether the point may be used as a solution (possibly inaccurate)."""
+        return self.status in USABLE_STATUSES

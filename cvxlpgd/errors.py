@@ -1,0 +1,34 @@
+"""Exceptions raised by cvxlpgd.
+
+Input errors subclass ``ValueError`` (or ``TypeError``) so that existing
+``except ValueError`` code written for cvxpylayers keeps working; solver failures
+subclass ``RuntimeError`` and carry the failing batch items with their statuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class SolverError(RuntimeError):
+    """One or more batch items could not be solved.
+
+    ``statuses`` maps each failed batch item to the solver status it ended with.
+    """
+
+    def __init__(self, message: str, statuses: Mapping[int, str]):
+        super().__init__(message)
+        self.statuses = dict(statuses)
+
+
+class PerturbedSolveError(SolverError):
+    """An LPGD re-solve failed: the perturbed problem is infeasible or unbounded.
+
+    Carries the side (``"lower"`` for the ``+tau`` solve, ``"upper"`` for ``-tau``)
+    and the ``tau`` that was used, so that the remedy can be chosen.
+    """
+
+    def __init__(self, message: str, statuses: Mapping[int, str], side: str, tau: float):
+        super().__init__(message, statuses)
+        self.side = side
+        self.tau = tau

@@ -1,0 +1,123 @@
+"""LPGD: gradients from a re-solve of the conic program with costs perturbed by the incoming
+gradient (Paulus, Martius & Musil, ICML 2024). See DESIGN.md section 3 for the formulas.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from cvxlpgd.compile import ConeStructure, ProgramBatch
+from cvxlpgd.cone import ConeProgram, Solution
+
+Side = Literal["central", "lower", "upper"]
+_SIGNS = {"lower": (1,), "upper": (-1,), "central": (1, -1)}
+
+DEFAULT_TAU = 1.0
+
+
+@dataclass(frozen=True)
+class LPGD:
+    """LPGD backward pass.
+
+    tau:  size of the cost perturbation ``tau * dx`` (and ``tau * dy`` on ``b``). Small tau
+          approaches the true derivative where one exists; on LPs a tau that moves the
+          solution to a neighbouring vertex gives an informative gradient.
+    rho:  proximal weight; ``rho > 0`` adds ``rho/2 ||x - x*||^2`` to the perturbed problems,
+          which makes them strongly convex (bounded, smoother gradients) at the price of bias.
+    side: ``"lower"`` uses the ``+tau`` solve, ``"upper"`` the ``-tau`` one, ``"central"`` both.
+    """
+
+    tau: float = DEFAULT_TAU
+    rho: float = 0.0
+    side: Side = "central"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tau, (int, float)) or not math.isfinite(self.tau) or self.tau <= 0:
+            raise ValueError(f"LPGD tau must be a finite number > 0, got {self.tau!r}.")
+        if not isinstance(self.rho, (int, float)) or not math.isfinite(self.rho) or self.rho < 0:
+            raise ValueError(f"LPGD rho must be a finite number >= 0, got {self.rho!r}.")
+        if self.side not in _SIGNS:
+            raise ValueError(f"LPGD side must be one of {sorted(_SIGNS)}, got {self.side!r}.")
+
+
+@dataclass(frozen=True)
+class DataGradient:
+    """Gradient w.r.t. the conic data values of one item (on the fixed sparsity patterns)."""
+
+    A: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    P: np.ndarray | None
+
+
+def lagrangian_gradient(structure: ConeStructure, x: np.ndarray, y: np.ndarray) -> DataGradient:
+    """G(z): dL/dP = 1/2 x x' (upper triangle storage), dL/dA = y x', dL/db = -y, dL/dc = x."""
+    A = y[structure.A.indices] * x[structure.A.columns]
+    P = None
+    if structure.P is not None:
+        rows, cols = structure.P.indices, structure.P.columns
+        P = x[rows] * x[cols] * np.where(rows == cols, 0.5, 1.0)
+    return DataGradient(A=A, b=-y, c=x.copy(), P=P)
+
+
+def _difference(plus: DataGradient, minus: DataGradient, scale: float) -> DataGradient:
+    return DataGradient(
+        A=(plus.A - minus.A) * scale,
+        b=(plus.b - minus.b) * scale,
+        c=(plus.c - minus.c) * scale,
+        P=None if plus.P is None else (plus.P - minus.P) * scale,
+    )
+
+
+def perturbed_program(
+    program: ConeProgram, solution: Solution, dx: np.ndarray, dy: np.ndarray | None, sign: int, config: LPGD
+) -> ConeProgram:
+    """P + rho I,  c + sign tau dx - rho x*,  b - sign tau dy;  same A and cones."""
+    P = program.P
+    if config.rho > 0:
+        n = program.c.size
+        P = sp.csc_array(sp.triu(P if P is not None else sp.csc_array((n, n))) + config.rho * sp.identity(n, format="csc"))
+    c = program.c + sign * config.tau * dx - config.rho * solution.x
+    b = program.b if dy is None else program.b - sign * config.tau * dy
+    return ConeProgram(A=program.A, b=b, c=c, dims=program.dims, P=P)
+
+
+def lpgd_item_gradient(
+    structure: ConeStructure,
+    solution: Solution,
+    perturbed: dict[int, Solution],
+    config: LPGD,
+) -> DataGradient:
+    """Combine the forward solution and the perturbed solutions by the chosen side."""
+    star = lagrangian_gradient(structure, solution.x, solution.y)
+    by_sign = {s: lagrangian_gradient(structure, z.x, z.y) for s, z in perturbed.items()}
+    if config.side == "lower":
+        return _difference(by_sign[1], star, 1.0 / config.tau)
+    if config.side == "upper":
+        return _difference(star, by_sign[-1], 1.0 / config.tau)
+    return _difference(by_sign[1], by_sign[-1], 0.5 / config.tau)
+
+
+def signs(config: LPGD) -> tuple[int, ...]:
+    """Which perturbed solves (+1: lower, -1: upper) the chosen side needs."""
+    return _SIGNS[config.side]
+
+
+def stack(grads: list[DataGradient], program: ProgramBatch) -> DataGradient:
+    """Stack per-item gradients into (B, .) arrays; missing items (None) get zeros."""
+    s = program.structure
+    zero = DataGradient(
+        A=np.zeros(s.A.nnz), b=np.zeros(s.m), c=np.zeros(s.n), P=None if s.P is None else np.zeros(s.P.nnz)
+    )
+    grads = [zero if g is None else g for g in grads]
+    return DataGradient(
+        A=np.stack([g.A for g in grads]),
+        b=np.stack([g.b for g in grads]),
+        c=np.stack([g.c for g in grads]),
+        P=None if s.P is None else np.stack([g.P for g in grads]),
+    )

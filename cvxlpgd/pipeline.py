@@ -1,0 +1,154 @@
+"""The numpy side of one layer call: parameters -> solutions -> outputs, and back.
+
+Forward:  theta --maps--> conic data --solver--> (x, y) --recovery--> outputs
+Backward: output grads --recovery'--> (dx, dy) --LPGD or implicit--> data grads --maps'--> dtheta
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Hashable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from cvxlpgd.batch import map_items
+from cvxlpgd.compile import CompiledProblem, ProgramBatch
+from cvxlpgd.cone import OPTIMAL_INACCURATE, Solution
+from cvxlpgd.errors import PerturbedSolveError, SolverError
+from cvxlpgd.gradients.implicit import Adjoint, implicit_backward, implicit_solve
+from cvxlpgd.gradients.lpgd import (
+    LPGD,
+    DataGradient,
+    lpgd_item_gradient,
+    perturbed_program,
+    signs,
+    stack,
+)
+from cvxlpgd.solvers import ConeSolver
+
+FailurePolicy = Literal["raise", "nan"]
+FAILURE_POLICIES = ("raise", "nan")
+_SIDE_NAMES = {1: "lower (+tau)", -1: "upper (-tau)"}
+_MAX_LISTED = 5
+
+
+def _listing(statuses: dict[int, str]) -> str:
+    items = list(statuses.items())
+    text = ", ".join(f"item {i}: {s}" for i, s in items[:_MAX_LISTED])
+    return text + (f", and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
+
+
+@dataclass
+class LayerCall:
+    """Everything one forward call produces that its backward needs."""
+
+    compiled: CompiledProblem
+    solver: ConeSolver
+    gradient: LPGD | Literal["implicit"]
+    solver_settings: dict
+    on_failure: FailurePolicy
+    executor: Executor | None
+    program: ProgramBatch | None = None
+    solutions: list[Solution] = field(default_factory=list)
+    adjoints: list[Adjoint | None] = field(default_factory=list)
+
+    @property
+    def failed(self) -> np.ndarray:
+        return np.array([not s.usable for s in self.solutions], dtype=bool)
+
+    def forward(self, theta: np.ndarray) -> list[np.ndarray]:
+        self.program = self.compiled.maps.program(theta)
+        if self.gradient == "implicit":
+            self.solutions, self.adjoints = implicit_solve(
+                self.program, self.solver.name, self.solver_settings, self.executor
+            )
+        else:
+            program, key = self.program, self.program.reuse_key
+            self.solutions = map_items(
+                lambda i: self.solver.solve(program.item(i), reuse_key=key), program.batch_size, self.executor
+            )
+        self._check_statuses()
+        x = np.stack([s.x for s in self.solutions])
+        y = np.stack([s.y for s in self.solutions])
+        failed = self.failed
+        x[failed], y[failed] = np.nan, np.nan
+        return self.compiled.recovery.outputs(x, y)
+
+    def _check_statuses(self) -> None:
+        bad = {i: s.status for i, s in enumerate(self.solutions) if not s.usable}
+        name = self.solver.name
+        if bad and self.on_failure == "raise":
+            raw = {i: self.solutions[i].solver_status for i in bad}
+            raise SolverError(
+                f"{name} failed on {len(bad)} of {len(self.solutions)} batch item(s): {_listing(bad)} "
+                f"({name} said: {_listing(raw)}). Pass on_failure='nan' to continue with NaN outputs "
+                "and zero gradient for failed items.",
+                bad,
+            )
+        if bad:
+            warnings.warn(f"{name} failed on batch item(s) {_listing(bad)}; their outputs are NaN.", stacklevel=4)
+        inaccurate = [i for i, s in enumerate(self.solutions) if s.status == OPTIMAL_INACCURATE]
+        if inaccurate:
+            warnings.warn(
+                f"{name} solved {len(inaccurate)} batch item(s) only inaccurately (items "
+                f"{inaccurate[:_MAX_LISTED]}); consider tighter solver_args or more iterations.",
+                stacklevel=4,
+            )
+
+    def backward(self, output_grads: list[np.ndarray]) -> np.ndarray:
+        """Output gradients (B, *shape) -> gradient w.r.t. theta (B, p)."""
+        dx, dy = self.compiled.recovery.adjoint(output_grads)
+        if self.gradient == "implicit":
+            grads = implicit_backward(self.program, self.adjoints, dx, dy, self.executor)
+        else:
+            grads = self._lpgd(dx, dy if self.compiled.recovery.uses_duals else None, self.gradient)
+        data = stack(grads, self.program)
+        return self.compiled.maps.parameter_gradient(data.A, data.b, data.c, data.P)
+
+    def _lpgd(self, dx: np.ndarray, dy: np.ndarray | None, config: LPGD) -> list[DataGradient | None]:
+        program, failed = self.program, self.failed
+        base_key = program.reuse_key
+        key: Hashable | None = base_key if config.rho == 0 or base_key is None else (base_key, "rho", config.rho)
+
+        def item(i: int) -> tuple[DataGradient | None, dict[int, str]]:
+            if failed[i]:
+                return None, {}
+            base, star = program.item(i), self.solutions[i]
+            perturbed, bad = {}, {}
+            for sign in signs(config):
+                problem = perturbed_program(base, star, dx[i], None if dy is None else dy[i], sign, config)
+                perturbed[sign] = self.solver.solve(problem, warm_start=star, reuse_key=key)
+                if not perturbed[sign].usable:
+                    bad[sign] = perturbed[sign].status
+            if bad:
+                return None, bad
+            return lpgd_item_gradient(program.structure, star, perturbed, config), {}
+
+        results = map_items(item, program.batch_size, self.executor)
+        failures = {(i, sign): status for i, (_, bad) in enumerate(results) for sign, status in bad.items()}
+        if failures:
+            self._report_perturbed_failures(failures, config)
+        return [g for g, _ in results]
+
+    def _report_perturbed_failures(self, failures: dict[tuple[int, int], str], config: LPGD) -> None:
+        text = "; ".join(
+            f"item {i}, {_SIDE_NAMES[sign]} side: {status}" for (i, sign), status in list(failures.items())[:_MAX_LISTED]
+        )
+        message = (
+            f"LPGD re-solve with tau={config.tau}, rho={config.rho} failed ({text}). A perturbed "
+            "cost can make the problem unbounded and a perturbed right-hand side infeasible. "
+            "Remedies: a smaller tau, rho > 0 (keeps the perturbed problem bounded), or the "
+            "other side (side='lower' or 'upper')."
+        )
+        if self.on_failure == "raise":
+            first_sign = next(iter(failures))[1]
+            raise PerturbedSolveError(
+                message,
+                {i: s for (i, _), s in failures.items()},
+                side="lower" if first_sign == 1 else "upper",
+                tau=config.tau,
+            )
+        warnings.warn(message + " Those items get zero gradient.", stacklevel=4)

@@ -1,0 +1,108 @@
+"""Clarabel backend: interior point, accurate; keeps its symbolic analysis across b/c updates."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import clarabel
+import numpy as np
+import scipy.sparse as sp
+
+from cvxlpgd.cone import (
+    INFEASIBLE,
+    ITERATION_LIMIT,
+    OPTIMAL,
+    OPTIMAL_INACCURATE,
+    SOLVER_ERROR,
+    UNBOUNDED,
+    ConeDims,
+    ConeProgram,
+    Solution,
+)
+from cvxlpgd.solvers.base import cached_solver_object, check_settings
+
+_DEFAULT_SETTINGS = clarabel.DefaultSettings()
+DEFAULTS: dict[str, Any] = {
+    name: getattr(_DEFAULT_SETTINGS, name)
+    for name in dir(_DEFAULT_SETTINGS)
+    if not name.startswith("_") and not callable(getattr(_DEFAULT_SETTINGS, name))
+}
+
+_STATUS = {
+    "Solved": OPTIMAL,
+    "AlmostSolved": OPTIMAL_INACCURATE,
+    "PrimalInfeasible": INFEASIBLE,
+    "AlmostPrimalInfeasible": INFEASIBLE,
+    "DualInfeasible": UNBOUNDED,
+    "AlmostDualInfeasible": UNBOUNDED,
+    "MaxIterations": ITERATION_LIMIT,
+    "MaxTime": ITERATION_LIMIT,
+}
+
+
+def cones(dims: ConeDims) -> list:
+    out: list = []
+    if dims.zero:
+        out.append(clarabel.ZeroConeT(dims.zero))
+    if dims.nonneg:
+        out.append(clarabel.NonnegativeConeT(dims.nonneg))
+    out += [clarabel.SecondOrderConeT(k) for k in dims.soc]
+    out += [clarabel.PSDTriangleConeT(k) for k in dims.psd]
+    out += [clarabel.ExponentialConeT() for _ in range(dims.exp)]
+    out += [clarabel.PowerConeT(a) for a in dims.power]
+    return out
+
+
+class ClarabelSolver:
+    name = "CLARABEL"
+
+    def __init__(self, solver_args: Mapping[str, Any]):
+        args = dict(solver_args)
+        if "eps" in args:
+            eps = args.pop("eps")
+            for key in ("tol_gap_abs", "tol_gap_rel", "tol_feas"):
+                args.setdefault(key, eps)
+        if "max_iters" in args:
+            args.setdefault("max_iter", args.pop("max_iters"))
+        self.settings = check_settings("CLARABEL", args, DEFAULTS)
+        self._settings_key = tuple(sorted(self.settings.items()))
+
+    def _build(self, program: ConeProgram) -> clarabel.DefaultSolver:
+        settings = clarabel.DefaultSettings()
+        settings.verbose = False
+        settings.presolve_enable = False  # keeps b updates valid for every program
+        for key, value in self.settings.items():
+            setattr(settings, key, value)
+        n = program.c.size
+        P = program.P if program.P is not None else sp.csc_array((n, n))
+        return clarabel.DefaultSolver(
+            sp.csc_matrix(P), program.c, sp.csc_matrix(program.A), program.b, cones(program.dims), settings
+        )
+
+    def solve(
+        self,
+        program: ConeProgram,
+        warm_start: Solution | None = None,
+        reuse_key: Hashable | None = None,
+    ) -> Solution:
+        del warm_start  # an interior-point method cannot use one
+        if reuse_key is None:
+            solver = self._build(program)
+        else:
+            solver, cached = cached_solver_object(
+                ("CLARABEL", self._settings_key, reuse_key), lambda: self._build(program)
+            )
+            if cached:
+                solver.update(q=program.c, b=program.b)
+        result = solver.solve()
+        raw = str(result.status)
+        return Solution(
+            x=np.asarray(result.x),
+            y=np.asarray(result.z),
+            s=np.asarray(result.s),
+            status=_STATUS.get(raw, SOLVER_ERROR),
+            solver_status=raw,
+            iterations=int(result.iterations),
+            solve_time=float(result.solve_time),
+        )

@@ -1,0 +1,116 @@
+"""SCS backend: first-order, warm-startable, keeps its factorization across b/c updates."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+import scs
+
+from cvxlpgd.cone import (
+    INFEASIBLE,
+    ITERATION_LIMIT,
+    OPTIMAL,
+    OPTIMAL_INACCURATE,
+    SOLVER_ERROR,
+    UNBOUNDED,
+    ConeDims,
+    ConeProgram,
+    Solution,
+)
+from cvxlpgd.solvers.base import cached_solver_object, check_settings
+
+# Defaults, which also define the accepted names and types (SCS 3.x settings).
+DEFAULTS: dict[str, Any] = {
+    "normalize": True,
+    "scale": 0.1,
+    "adaptive_scale": True,
+    "rho_x": 1e-6,
+    "max_iters": 100_000,
+    "eps_abs": 1e-5,
+    "eps_rel": 1e-5,
+    "eps_infeas": 1e-7,
+    "alpha": 1.5,
+    "time_limit_secs": 0.0,
+    "verbose": False,
+    "acceleration_lookback": 10,
+    "acceleration_interval": 10,
+    "linear_solver": "auto",
+}
+
+
+def _status(info: Mapping[str, Any]) -> str:
+    value = info["status_val"]
+    if value == 1:
+        return OPTIMAL
+    if value == 2:
+        text = info["status"]
+        return ITERATION_LIMIT if "max_iters" in text or "time_limit" in text else OPTIMAL_INACCURATE
+    if value in (-2, -7):
+        return INFEASIBLE
+    if value in (-1, -6):
+        return UNBOUNDED
+    return SOLVER_ERROR
+
+
+def cone_dict(dims: ConeDims) -> dict[str, Any]:
+    return {
+        "z": dims.zero,
+        "l": dims.nonneg,
+        "q": list(dims.soc),
+        "s": list(dims.psd),
+        "ep": dims.exp,
+        "p": list(dims.power),
+    }
+
+
+class ScsSolver:
+    name = "SCS"
+
+    def __init__(self, solver_args: Mapping[str, Any]):
+        args = dict(solver_args)
+        if "eps" in args:
+            eps = args.pop("eps")
+            args.setdefault("eps_abs", eps)
+            args.setdefault("eps_rel", eps)
+        self.settings = {
+            **{k: DEFAULTS[k] for k in ("eps_abs", "eps_rel", "max_iters", "verbose")},
+            **check_settings("SCS", args, DEFAULTS),
+        }
+        self._settings_key = tuple(sorted(self.settings.items()))
+
+    def _build(self, program: ConeProgram) -> scs.SCS:
+        data = {"A": program.A, "b": program.b, "c": program.c}
+        if program.P is not None:
+            data["P"] = program.P
+        return scs.SCS(data, cone_dict(program.dims), **self.settings)
+
+    def solve(
+        self,
+        program: ConeProgram,
+        warm_start: Solution | None = None,
+        reuse_key: Hashable | None = None,
+    ) -> Solution:
+        if reuse_key is None:
+            solver = self._build(program)
+        else:
+            solver, cached = cached_solver_object(
+                ("SCS", self._settings_key, reuse_key), lambda: self._build(program)
+            )
+            if cached:
+                solver.update(b=program.b, c=program.c)
+        if warm_start is not None:
+            result = solver.solve(True, warm_start.x, warm_start.y, warm_start.s)
+        else:
+            result = solver.solve(False, None, None, None)
+        info = result["info"]
+        return Solution(
+            x=np.asarray(result["x"]),
+            y=np.asarray(result["y"]),
+            s=np.asarray(result["s"]),
+            status=_status(info),
+            solver_status=info["status"],
+            iterations=int(info["iter"]),
+            solve_time=(info["setup_time"] + info["solve_time"]) / 1e3,
+        )

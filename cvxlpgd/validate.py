@@ -1,0 +1,187 @@
+"""Checks of what a user hands to a layer, raised where it enters and naming the culprit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+import torch
+from cvxpy.utilities import scopes
+
+# Parameter values are accepted up to this relative asymmetry / negative eigenvalue, so that
+# finite-difference checks (which perturb one entry by ~1e-6) still go through.
+ATTRIBUTE_TOLERANCE = 1e-5
+
+
+def _describe(param: cp.Parameter, index: int) -> str:
+    return f"parameter {index} ({param.name()!r}, shape {tuple(param.shape)})"
+
+
+def _first_non_dpp(problem: cp.Problem) -> str:
+    """The first objective or constraint expression that breaks DPP, as text."""
+    for label, item in [("objective", problem.objective)] + [
+        (f"constraint {i}", con) for i, con in enumerate(problem.constraints)
+    ]:
+        if not item.is_dcp(dpp=True):
+            return f"{label}: {item}"
+    return "the problem as a whole"
+
+
+def check_problem(
+    problem: object, parameters: object, variables: object, allow_param_quad_form: bool
+) -> tuple[list[cp.Parameter], list[cp.Variable]]:
+    """Validate the constructor arguments; return parameters and variables as lists."""
+    if not isinstance(problem, cp.Problem):
+        raise TypeError(f"problem must be a cvxpy.Problem, got {type(problem).__name__}.")
+    for name, items in (("parameters", parameters), ("variables", variables)):
+        if not isinstance(items, (list, tuple)):
+            raise TypeError(f"{name} must be a list or tuple, got {type(items).__name__}.")
+    parameters, variables = list(parameters), list(variables)
+    if not problem.parameters():
+        raise ValueError("The problem has no parameters: there is nothing for a layer to take as input.")
+    if any(v.attributes.get("boolean") or v.attributes.get("integer") for v in problem.variables()):
+        raise ValueError("The problem has integer or boolean variables; cvxlpgd layers need a convex problem.")
+    if not problem.is_dcp():
+        raise ValueError("The problem is not DCP (disciplined convex); CVXPY cannot canonicalize it.")
+    if not problem.is_dpp():
+        in_scope = False
+        if allow_param_quad_form:
+            with scopes.quad_form_dpp_scope():
+                in_scope = problem.is_dpp()
+        if not in_scope:
+            hint = (
+                " A parametrized quad_form(x, Q) is DPP only for gradient='lpgd'."
+                if not allow_param_quad_form
+                else ""
+            )
+            raise ValueError(
+                f"The problem is not DPP (disciplined parametrized programming); "
+                f"the first offending expression is {_first_non_dpp(problem)}.{hint}"
+            )
+    for i, p in enumerate(parameters):
+        if not isinstance(p, cp.Parameter):
+            raise TypeError(f"parameters[{i}] must be a cvxpy.Parameter, got {type(p).__name__}.")
+        if any(q is p for q in parameters[:i]):
+            raise ValueError(f"Parameter {p.name()!r} is listed twice in parameters.")
+    given, needed = set(parameters), set(problem.parameters())
+    if given - needed:
+        names = sorted(p.name() for p in given - needed)
+        raise ValueError(f"Parameters {names} are not in the problem.")
+    if needed - given:
+        names = sorted(p.name() for p in needed - given)
+        raise ValueError(f"The problem's parameters {names} are missing from parameters.")
+    primal = set(problem.variables())
+    duals = {dv.id for con in problem.constraints for dv in con.dual_variables}
+    if not variables:
+        raise ValueError("variables is empty: name at least one variable or dual variable to output.")
+    for i, v in enumerate(variables):
+        if not isinstance(v, cp.Variable):
+            raise TypeError(f"variables[{i}] must be a cvxpy.Variable, got {type(v).__name__}.")
+        if v not in primal and v.id not in duals:
+            raise ValueError(
+                f"variables[{i}] ({v.name()!r}) is neither a variable of the problem nor the dual "
+                "variable (constraint.dual_variables[0]) of one of its constraints."
+            )
+    return parameters, variables
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Validated call arguments: stacked float64 parameters and what outputs must look like."""
+
+    theta: np.ndarray  # (B, total parameter size), C-order per parameter
+    batch_size: int
+    batched: bool
+    batched_params: tuple[bool, ...]
+    dtype: torch.dtype
+    device: torch.device
+
+
+def _check_attributes(param: cp.Parameter, index: int, value: np.ndarray, batched: bool) -> None:
+    """Values must respect the parameter's declared attributes (nonneg, PSD, ...)."""
+    attrs = param.attributes
+    items = value if batched else value[None]
+    scale = max(1.0, float(np.abs(items).max(initial=0.0)))
+    tol = ATTRIBUTE_TOLERANCE * scale
+
+    def fail(what: str, bad: np.ndarray) -> None:
+        where = f" (batch item {int(np.flatnonzero(bad)[0])})" if batched else ""
+        raise ValueError(f"{_describe(param, index)} is declared {what}, but its value is not{where}.")
+
+    flat = items.reshape(items.shape[0], -1)
+    for attr, bad in (
+        ("nonneg", (flat < -tol).any(axis=1)),
+        ("nonpos", (flat > tol).any(axis=1)),
+        ("pos", (flat <= 0).any(axis=1)),
+        ("neg", (flat >= 0).any(axis=1)),
+    ):
+        if attrs.get(attr) and bad.any():
+            fail(attr, bad)
+    if any(attrs.get(a) for a in ("symmetric", "PSD", "NSD")):
+        asym = np.abs(items - np.swapaxes(items, -1, -2)).reshape(items.shape[0], -1).max(axis=1) > tol
+        if asym.any():
+            fail("symmetric", asym)
+        for attr, sign in (("PSD", 1.0), ("NSD", -1.0)):
+            if attrs.get(attr):
+                sym = 0.5 * (items + np.swapaxes(items, -1, -2))
+                low = np.linalg.eigvalsh(sign * sym).min(axis=1)
+                if (low < -tol).any():
+                    fail(attr, low < -tol)
+
+
+def check_inputs(params: Sequence[object], parameters: Sequence[cp.Parameter]) -> Inputs:
+    """Validate tensors against the layer's parameters and stack them for the batch."""
+    if len(params) != len(parameters):
+        raise ValueError(
+            f"The layer takes {len(parameters)} parameter tensors "
+            f"({', '.join(repr(p.name()) for p in parameters)}), got {len(params)}."
+        )
+    tensors, batch_sizes = [], []
+    for i, (value, param) in enumerate(zip(params, parameters, strict=True)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{_describe(param, i)} must be a torch.Tensor, got {type(value).__name__}.")
+        if value.is_complex() or not value.is_floating_point():
+            raise TypeError(f"{_describe(param, i)} must be a real floating-point tensor, got dtype {value.dtype}.")
+        shape = tuple(param.shape)
+        if tuple(value.shape) == shape:
+            batch_sizes.append(None)
+        elif value.dim() == len(shape) + 1 and tuple(value.shape[1:]) == shape:
+            if value.shape[0] == 0:
+                raise ValueError(f"{_describe(param, i)} has an empty batch dimension.")
+            batch_sizes.append(int(value.shape[0]))
+        else:
+            expected = ", ".join(map(str, ("batch", *shape)))
+            raise ValueError(
+                f"{_describe(param, i)} expects shape {shape} or ({expected}); got {tuple(value.shape)}."
+            )
+        tensors.append(value)
+    sizes = {b for b in batch_sizes if b is not None}
+    if len(sizes) > 1:
+        detail = ", ".join(f"{p.name()!r}: {b}" for p, b in zip(parameters, batch_sizes, strict=True) if b)
+        raise ValueError(f"Batched parameters disagree on the batch size ({detail}).")
+    batch = sizes.pop() if sizes else 1
+    columns = []
+    for i, (value, param, b) in enumerate(zip(tensors, parameters, batch_sizes, strict=True)):
+        array = value.detach().to("cpu", torch.float64).numpy()
+        finite = np.isfinite(array)
+        if not finite.all():
+            where = ""
+            if b is not None:
+                where = f" at batch item {int(np.flatnonzero(~finite.reshape(b, -1).all(axis=1))[0])}"
+            raise ValueError(f"{_describe(param, i)} contains NaN or Inf{where}.")
+        _check_attributes(param, i, array, b is not None)
+        flat = array.reshape(b or 1, -1)
+        columns.append(np.broadcast_to(flat, (batch, flat.shape[1])))
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return Inputs(
+        theta=np.ascontiguousarray(np.hstack(columns)) if columns else np.zeros((batch, 0)),
+        batch_size=batch,
+        batched=any(b is not None for b in batch_sizes),
+        batched_params=tuple(b is not None for b in batch_sizes),
+        dtype=dtype,
+        device=tensors[0].device,
+    )
