@@ -112,12 +112,8 @@ class ProgramBatch:
     c: np.ndarray  # (B or 1, n)
     P_values: np.ndarray | None  # (B or 1, nnz_P)
     batch_size: int
-
-    @property
-    def reuse_key(self) -> str | None:
-        """Solver-object key when ``A`` and ``P`` are the same for every item of every call."""
-        shared = self.A_values.shape[0] == 1 and (self.P_values is None or self.P_values.shape[0] == 1)
-        return self.structure.token if shared else None
+    # Solver-object key, set when no parameter enters A or P (same matrices in every call).
+    reuse_key: str | None
 
     def item(self, i: int) -> ConeProgram:
         s = self.structure
@@ -151,7 +147,12 @@ class ProblemMaps:
             c=self.c.apply(theta),
             P_values=None if self.P is None else self.P.apply(theta),
             batch_size=theta.shape[0],
+            reuse_key=self.structure.token if self.matrices_constant else None,
         )
+
+    @property
+    def matrices_constant(self) -> bool:
+        return self.A.constant and (self.P is None or self.P.constant)
 
     def parameter_gradient(
         self, dA: np.ndarray, db: np.ndarray, dc: np.ndarray, dP: np.ndarray | None

@@ -10,7 +10,6 @@ import scs
 
 from cvxlpgd.cone import (
     INFEASIBLE,
-    ITERATION_LIMIT,
     OPTIMAL,
     OPTIMAL_INACCURATE,
     SOLVER_ERROR,
@@ -44,9 +43,8 @@ def _status(info: Mapping[str, Any]) -> str:
     value = info["status_val"]
     if value == 1:
         return OPTIMAL
-    if value == 2:
-        text = info["status"]
-        return ITERATION_LIMIT if "max_iters" in text or "time_limit" in text else OPTIMAL_INACCURATE
+    if value == 2:  # includes "solved (inaccurate - reached max_iters)": a usable iterate
+        return OPTIMAL_INACCURATE
     if value in (-2, -7):
         return INFEASIBLE
     if value in (-1, -6):

@@ -1,0 +1,214 @@
+"""Gradients: LPGD against finite differences and against DESIGN.md's formula, implicit against
+gradcheck, and the LP case where the implicit gradient vanishes but LPGD's does not."""
+
+from __future__ import annotations
+
+import clarabel
+import cvxpy as cp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from problems import active_set_qp, random_lp
+
+from cvxlpgd import LPGD, CvxpyLayer
+from cvxlpgd.solvers.clarabel import cones
+
+TIGHT = {"SCS": {"eps": 1e-11, "max_iters": 200_000}, "CLARABEL": {"eps": 1e-12}}
+# diffcp takes no P, so quadratics reach it as second-order cones; on those, Clarabel's solution
+# is accurate to only ~1e-6 in x even at eps=1e-10 ("AlmostSolved" at 1e-12), which turns
+# gradcheck's 1e-6 finite differences into noise. SCS reaches 1e-10 and gets gradcheck; Clarabel's
+# implicit gradient is checked against SCS's.
+IMPLICIT_TIGHT = {"SCS": TIGHT["SCS"], "CLARABEL": {"eps": 1e-10}}
+
+
+def _finite_difference(f, values: list[np.ndarray], index: int, symmetric: bool, step: float = 1e-6) -> np.ndarray:
+    """Central differences of scalar f w.r.t. values[index]; a symmetric parameter is perturbed
+    in (i, j) and (j, i) together and the result split evenly, matching a symmetric gradient."""
+    grad = np.zeros(values[index].shape)
+    for idx in np.ndindex(grad.shape):
+        if symmetric and idx[0] > idx[1]:
+            continue
+        shifted = []
+        for sign in (1.0, -1.0):
+            vals = [v.copy() for v in values]
+            vals[index][idx] += sign * step
+            if symmetric:
+                vals[index][idx[::-1]] = vals[index][idx]
+            shifted.append(f(vals))
+        grad[idx] = (shifted[0] - shifted[1]) / (2 * step)
+        if symmetric and idx[0] != idx[1]:
+            grad[idx] /= 2
+            grad[idx[::-1]] = grad[idx]
+    return grad
+
+
+@pytest.mark.parametrize("solver", ["SCS", "CLARABEL"])
+@pytest.mark.parametrize("side", ["central", "lower", "upper"])
+def test_lpgd_matches_finite_differences_on_qp(solver: str, side: str) -> None:
+    """rho = 0, small tau: LPGD is the true derivative for c, A, b and P (via a PSD parameter Q)."""
+    qp = active_set_qp(n=5, m=6, n_active=3, seed=1)
+    outputs = [qp.x, qp.constraint.dual_variables[0]]
+    tau = 1e-5 if side == "central" else 1e-6
+    layer = CvxpyLayer(qp.problem, qp.params, outputs, solver=solver,
+                       gradient=LPGD(tau=tau, side=side), solver_args=TIGHT[solver])
+    reference = CvxpyLayer(qp.problem, qp.params, outputs, solver="CLARABEL", solver_args=TIGHT["CLARABEL"])
+    rng = np.random.default_rng(0)
+    w, v = rng.standard_normal(5), rng.standard_normal(6)
+
+    def loss(values: list[np.ndarray]) -> float:
+        with torch.no_grad():
+            x, y = reference(*[torch.tensor(a) for a in values])
+        return float(w @ x.numpy() + v @ y.numpy())
+
+    tensors = [torch.tensor(a, requires_grad=True) for a in qp.values]
+    x, y = layer(*tensors)
+    (x @ torch.tensor(w) + y @ torch.tensor(v)).backward()
+    for index, (param, tensor) in enumerate(zip(qp.params, tensors, strict=True)):
+        fd = _finite_difference(loss, qp.values, index, symmetric=param.attributes["PSD"])
+        error = np.linalg.norm(tensor.grad.numpy() - fd) / np.linalg.norm(fd)
+        assert error <= 1e-4, f"{solver} {side}: relative error {error:.2e} for {param.name()}"
+
+
+def _csc_positions(M: sp.csc_array) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of each stored entry, in CSC storage order."""
+    return M.indices, np.repeat(np.arange(M.shape[1]), np.diff(M.indptr))
+
+
+def _lagrangian_gradient(A: sp.csc_array, P: sp.csc_array | None, x: np.ndarray, y: np.ndarray):
+    """DESIGN.md section 3, written out densely: dP = 1/2 xx' (upper-triangle storage), dA = yx'."""
+    dA = np.outer(y, x)[_csc_positions(A)]
+    dP = None
+    if P is not None:
+        rows, cols = _csc_positions(P)
+        dP = np.outer(x, x)[rows, cols] * np.where(rows == cols, 0.5, 1.0)
+    return dA, -y, x, dP
+
+
+def _clarabel_solve(P, A, b, c, dims) -> tuple[np.ndarray, np.ndarray]:
+    settings = clarabel.DefaultSettings()
+    settings.verbose = False
+    settings.tol_gap_abs = settings.tol_gap_rel = settings.tol_feas = 1e-12
+    n = c.size
+    P = sp.csc_matrix(P if P is not None else (n, n))
+    solution = clarabel.DefaultSolver(P, c, sp.csc_matrix(A), b, cones(dims), settings).solve()
+    assert str(solution.status) == "Solved"
+    return np.array(solution.x), np.array(solution.z)
+
+
+@pytest.mark.parametrize("kind", ["lp", "qp"])
+@pytest.mark.parametrize("rho", [0.0, 0.3])
+@pytest.mark.parametrize("side", ["central", "lower", "upper"])
+def test_lpgd_equals_design_formula(kind: str, rho: float, side: str) -> None:
+    """tau = 0.5: the layer's gradient equals the formula evaluated on two direct Clarabel solves."""
+    tau = 0.5
+    if kind == "lp":
+        problem, c, x, con, c_value = random_lp(n=6, m=3, seed=3)
+        params, values, outputs = [c], [c_value], [x]
+    else:
+        qp = active_set_qp(n=4, m=5, n_active=2, seed=4)
+        params, values, outputs = qp.params, qp.values, [qp.x, qp.constraint.dual_variables[0]]
+        problem = qp.problem
+    layer = CvxpyLayer(problem, params, outputs, solver="CLARABEL",
+                       gradient=LPGD(tau=tau, rho=rho, side=side), solver_args=TIGHT["CLARABEL"])
+    rng = np.random.default_rng(7)
+    out_grads = [rng.standard_normal(o.shape) for o in outputs]
+    tensors = [torch.tensor(v, requires_grad=True) for v in values]
+    results = layer(*tensors)
+    sum((r * torch.tensor(g)).sum() for r, g in zip(results, out_grads, strict=True)).backward()
+
+    compiled = layer._compiled_for(layer.gradient)
+    theta = np.concatenate([v.ravel() for v in values])[None]
+    program = compiled.maps.program(theta).item(0)
+    dx, dy = compiled.recovery.adjoint([g[None] for g in out_grads])
+    dx, dy = dx[0], dy[0]
+    n = program.c.size
+    x_star, y_star = _clarabel_solve(program.P, program.A, program.b, program.c, program.dims)
+    P_rho = (program.P if program.P is not None else sp.csc_array((n, n))) + rho * sp.identity(n)
+    perturbed = {}
+    for sign in (1, -1):
+        perturbed[sign] = _clarabel_solve(
+            sp.triu(P_rho, format="csc"), program.A, program.b - sign * tau * dy,
+            program.c + sign * tau * dx - rho * x_star, program.dims,
+        )
+    G = {key: _lagrangian_gradient(program.A, program.P, *z)
+         for key, z in [("star", (x_star, y_star)), (1, perturbed[1]), (-1, perturbed[-1])]}
+    hi, lo, scale = {"central": (1, -1, 2 * tau), "lower": (1, "star", tau), "upper": ("star", -1, tau)}[side]
+    data = [None if a is None else (a - b) / scale for a, b in zip(G[hi], G[lo], strict=True)]
+    expected = compiled.maps.parameter_gradient(*(None if d is None else d[None] for d in data))[0]
+    got = np.concatenate([t.grad.numpy().ravel() for t in tensors])
+    assert np.abs(got - expected).max() <= 1e-6 * max(1.0, np.abs(expected).max())
+    assert np.abs(expected).max() > 1e-3  # the comparison is not between zeros
+
+
+def _least_squares() -> tuple[cp.Problem, list[cp.Parameter], list[cp.Variable], list[np.ndarray]]:
+    rng = np.random.default_rng(0)
+    x = cp.Variable(4)
+    A, b = cp.Parameter((8, 4)), cp.Parameter(8)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(A @ x - b)))
+    return problem, [A, b], [x], [rng.standard_normal((8, 4)), rng.standard_normal(8)]
+
+
+def _qp() -> tuple[cp.Problem, list[cp.Parameter], list[cp.Variable], list[np.ndarray]]:
+    qp = active_set_qp(n=4, m=5, n_active=2, seed=2, quad_param=False)
+    return qp.problem, qp.params, [qp.x, qp.constraint.dual_variables[0]], qp.values
+
+
+def _socp() -> tuple[cp.Problem, list[cp.Parameter], list[cp.Variable], list[np.ndarray]]:
+    rng = np.random.default_rng(1)
+    x = cp.Variable(3)
+    F, g = cp.Parameter((5, 3)), cp.Parameter(5)
+    problem = cp.Problem(cp.Minimize(cp.norm(F @ x - g, 2) + 0.1 * cp.sum_squares(x)), [cp.norm(x, 2) <= 0.5])
+    return problem, [F, g], [x], [rng.standard_normal((5, 3)), rng.standard_normal(5)]
+
+
+SMOOTH_PROBLEMS = {"least_squares": _least_squares, "qp": _qp, "socp": _socp}
+
+
+@pytest.mark.parametrize("name", sorted(SMOOTH_PROBLEMS))
+def test_implicit_passes_gradcheck(name: str) -> None:
+    problem, params, outputs, values = SMOOTH_PROBLEMS[name]()
+    layer = CvxpyLayer(problem, params, outputs, solver="SCS", gradient="implicit", solver_args=IMPLICIT_TIGHT["SCS"])
+    tensors = tuple(torch.tensor(v, requires_grad=True) for v in values)
+    assert torch.autograd.gradcheck(lambda *p: layer(*p), tensors, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(SMOOTH_PROBLEMS))
+def test_implicit_clarabel_agrees_with_scs(name: str) -> None:
+    problem, params, outputs, values = SMOOTH_PROBLEMS[name]()
+    weights = [np.random.default_rng(3).standard_normal(o.shape) for o in outputs]
+    grads = {}
+    for solver in ("SCS", "CLARABEL"):
+        layer = CvxpyLayer(problem, params, outputs, solver=solver, gradient="implicit",
+                           solver_args=IMPLICIT_TIGHT[solver])
+        tensors = [torch.tensor(v, requires_grad=True) for v in values]
+        results = layer(*tensors)
+        sum((r * torch.tensor(w)).sum() for r, w in zip(results, weights, strict=True)).backward()
+        grads[solver] = np.concatenate([t.grad.numpy().ravel() for t in tensors])
+    error = np.linalg.norm(grads["CLARABEL"] - grads["SCS"]) / np.linalg.norm(grads["SCS"])
+    assert error < 1e-4
+
+
+@pytest.mark.parametrize("solver", ["SCS", "CLARABEL"])
+def test_lp_implicit_gradient_vanishes_lpgd_descends(solver: str) -> None:
+    """On an LP the solution is piecewise constant in c: the implicit gradient is 0, LPGD's is
+    not, and a step along -LPGD lowers the decision loss."""
+    problem, c, x, _, c_value = random_lp(n=8, m=3, seed=5)
+    layer = CvxpyLayer(problem, [c], [x], solver=solver, solver_args={"eps": 1e-9})
+    with torch.no_grad():
+        x_star = layer(torch.tensor(c_value))[0].numpy()
+    target = torch.tensor(1.0 - np.round(x_star))  # another vertex of the box
+
+    def decision_loss(cost: torch.Tensor, gradient) -> tuple[torch.Tensor, torch.Tensor]:
+        cost = cost.clone().requires_grad_(True)
+        loss = ((layer(cost, gradient=gradient)[0] - target) ** 2).sum()
+        loss.backward()
+        return loss.detach(), cost.grad
+
+    cost = torch.tensor(c_value)
+    _, implicit = decision_loss(cost, "implicit")
+    assert implicit.abs().max() < 1e-6
+    loss, lpgd = decision_loss(cost, LPGD(tau=1.0))
+    assert lpgd.abs().max() > 1e-2
+    new_loss, _ = decision_loss(cost - 1.0 * lpgd, LPGD(tau=1.0))
+    assert new_loss < loss - 1e-3
