@@ -13,11 +13,11 @@ from cvxpy.utilities import scopes
 
 from cvxlpgd import CvxpyLayer
 
-ACCURATE = {"SCS": {"eps": 1e-9, "max_iters": 100_000}, "CLARABEL": {"eps": 1e-10}}
+ACCURATE = {"SCS": {"eps": 1e-9, "max_iters": 100_000}, "CLARABEL": {"eps": 1e-9}}
 # The same tolerances in CVXPY's own spelling, for the reference solves.
 CVXPY_ACCURATE = {
     "SCS": {"eps": 1e-9, "max_iters": 100_000},
-    "CLARABEL": {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10},
+    "CLARABEL": {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9},
 }
 Case = tuple[cp.Problem, list[cp.Parameter], list, Callable[[np.random.Generator], list[np.ndarray]]]
 
