@@ -42,7 +42,11 @@ def dense_lp(n: int = 50, m: int = 20, seed: int = 0) -> BenchProblem:
     x, c = cp.Variable(n, name="x"), cp.Parameter(n, name="c")
     problem = cp.Problem(cp.Minimize(c @ x), [A @ x <= b, x >= 0, x <= 1])
     return BenchProblem(
-        "lp", f"a) dense LP (n={n}, m={m})", problem, [c], [x],
+        "lp",
+        f"a) dense LP (n={n}, m={m})",
+        problem,
+        [c],
+        [x],
         lambda B, r: [r.standard_normal((B, n))],
     )
 
@@ -55,7 +59,11 @@ def qp_projection(n: int = 100, m: int = 50, seed: int = 0) -> BenchProblem:
     x, q, h = cp.Variable(n, name="x"), cp.Parameter(n, name="q"), cp.Parameter(m, name="h")
     problem = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(x - q)), [G @ x <= h])
     return BenchProblem(
-        "qp", f"b) QP projection (n={n}, m={m})", problem, [q, h], [x],
+        "qp",
+        f"b) QP projection (n={n}, m={m})",
+        problem,
+        [q, h],
+        [x],
         lambda B, r: [r.standard_normal((B, n)) * 2.0, G @ x0 + r.uniform(0.1, 1.0, (B, m))],
     )
 
@@ -65,7 +73,11 @@ def sparsemax(n: int = 100) -> BenchProblem:
     x, y = cp.Variable(n, name="x"), cp.Parameter(n, name="y")
     problem = cp.Problem(cp.Minimize(cp.sum_squares(x - y)), [cp.sum(x) == 1, x >= 0])
     return BenchProblem(
-        "sparsemax", f"c) sparsemax (n={n})", problem, [y], [x],
+        "sparsemax",
+        f"c) sparsemax (n={n})",
+        problem,
+        [y],
+        [x],
         lambda B, r: [r.standard_normal((B, n))],
     )
 
@@ -77,7 +89,11 @@ def socp(rows: int = 30, cols: int = 20, seed: int = 0) -> BenchProblem:
     x, g = cp.Variable(cols, name="x"), cp.Parameter(rows, name="g")
     problem = cp.Problem(cp.Minimize(cp.norm2(F @ x - g)), [cp.norm2(x) <= 1])
     return BenchProblem(
-        "socp", f"d) SOCP (F {rows}x{cols})", problem, [g], [x],
+        "socp",
+        f"d) SOCP (F {rows}x{cols})",
+        problem,
+        [g],
+        [x],
         lambda B, r: [r.standard_normal((B, rows)) * 3.0],
     )
 
@@ -87,8 +103,11 @@ def shortest_path(grid: int = 12) -> BenchProblem:
     sp_problem = grid_shortest_path(grid)
     edges = len(sp_problem.edges)
     return BenchProblem(
-        "path", f"e) shortest path ({grid}x{grid} grid, {edges} edges)",
-        sp_problem.problem, [sp_problem.cost], [sp_problem.flow],
+        "path",
+        f"e) shortest path ({grid}x{grid} grid, {edges} edges)",
+        sp_problem.problem,
+        [sp_problem.cost],
+        [sp_problem.flow],
         lambda B, r: [shortest_path_data(B, edges, seed=int(r.integers(1 << 31)))[1]],
     )
 
@@ -98,7 +117,9 @@ def all_problems() -> list[BenchProblem]:
     return [dense_lp(), qp_projection(), sparsemax(), socp(), shortest_path()]
 
 
-def sparse_lp(n: int, rows_per_var: int = 2, nnz_per_row: int = 3, window: int = 10, seed: int = 0) -> BenchProblem:
+def sparse_lp(
+    n: int, rows_per_var: int = 2, nnz_per_row: int = 3, window: int = 10, seed: int = 0
+) -> BenchProblem:
     """Scale sweep: minimize c'x  s.t.  Ax <= b, 0 <= x <= 1 with A sparse (``rows_per_var * n`` rows).
 
     Row r touches column r // rows_per_var and ``nnz_per_row - 1`` random columns within
@@ -117,6 +138,10 @@ def sparse_lp(n: int, rows_per_var: int = 2, nnz_per_row: int = 3, window: int =
     x, c = cp.Variable(n, name="x"), cp.Parameter(n, name="c")
     problem = cp.Problem(cp.Minimize(c @ x), [A @ x <= b, x >= 0, x <= 1])
     return BenchProblem(
-        f"sparse_lp_{n}", f"sparse LP n={n}, m={m}, nnz(A)={A.nnz}", problem, [c], [x],
+        f"sparse_lp_{n}",
+        f"sparse LP n={n}, m={m}, nnz(A)={A.nnz}",
+        problem,
+        [c],
+        [x],
         lambda B, r: [r.standard_normal((B, n))],
     )

@@ -90,7 +90,9 @@ class RawBaseline:
             return solver.solve(False, None, None, None)["x"]
         return np.asarray(solver.solve().x)
 
-    def _map(self, work: Callable[[ConeProgram], np.ndarray], programs: list[ConeProgram]) -> list[np.ndarray]:
+    def _map(
+        self, work: Callable[[ConeProgram], np.ndarray], programs: list[ConeProgram]
+    ) -> list[np.ndarray]:
         if len(programs) <= 1:
             return [work(p) for p in programs]
         chunks = min(len(programs), self.workers)

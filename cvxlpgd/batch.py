@@ -27,18 +27,25 @@ def default_executor() -> ThreadPoolExecutor:
         return _default
 
 
-def _workers(executor: Executor) -> int:
-    return getattr(executor, "_max_workers", None) or os.cpu_count() or 1
-
-
-def map_items(work: Callable[[int], T], batch_size: int, executor: Executor | None) -> list[T]:
-    """``[work(i) for i in range(batch_size)]``, spread over ``executor`` in chunks."""
+def chunk_count(batch_size: int, executor: Executor | None) -> int:
+    """How many contiguous chunks ``map_items`` splits a batch into (fixed for a given executor)."""
     if executor is None or batch_size <= 1:
-        return [work(i) for i in range(batch_size)]
-    chunks = min(batch_size, _workers(executor))
+        return 1
+    return min(batch_size, getattr(executor, "_max_workers", None) or os.cpu_count() or 1)
+
+
+def map_items(work: Callable[[int, int], T], batch_size: int, executor: Executor | None) -> list[T]:
+    """``[work(item, chunk) for item in range(batch_size)]``, one task per chunk on ``executor``.
+
+    Items of one chunk run in order in one task, so per-chunk state (a solver workspace) is
+    never used by two threads at once, and the same batch always meets it in the same order.
+    """
+    chunks = chunk_count(batch_size, executor)
     bounds = [batch_size * k // chunks for k in range(chunks + 1)]
 
     def run_chunk(k: int) -> list[T]:
-        return [work(i) for i in range(bounds[k], bounds[k + 1])]
+        return [work(i, k) for i in range(bounds[k], bounds[k + 1])]
 
+    if chunks == 1:
+        return run_chunk(0)
     return [result for chunk in executor.map(run_chunk, range(chunks)) for result in chunk]

@@ -15,8 +15,7 @@ No CVXPY work happens after compilation.
 from __future__ import annotations
 
 import contextlib
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cvxpy as cp
 import numpy as np
@@ -90,8 +89,6 @@ class ConeStructure:
     dims: ConeDims
     A: SparsePattern
     P: SparsePattern | None  # upper triangle
-    # Identifies the data of the constant A and P across calls, for solver-object reuse.
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def n(self) -> int:
@@ -112,8 +109,7 @@ class ProgramBatch:
     c: np.ndarray  # (B or 1, n)
     P_values: np.ndarray | None  # (B or 1, nnz_P)
     batch_size: int
-    # Solver-object key, set when no parameter enters A or P (same matrices in every call).
-    reuse_key: str | None
+    shared_matrices: bool  # no parameter enters A or P: every item has the same matrices
 
     def item(self, i: int) -> ConeProgram:
         s = self.structure
@@ -147,12 +143,8 @@ class ProblemMaps:
             c=self.c.apply(theta),
             P_values=None if self.P is None else self.P.apply(theta),
             batch_size=theta.shape[0],
-            reuse_key=self.structure.token if self.matrices_constant else None,
+            shared_matrices=self.A.constant and (self.P is None or self.P.constant),
         )
-
-    @property
-    def matrices_constant(self) -> bool:
-        return self.A.constant and (self.P is None or self.P.constant)
 
     def parameter_gradient(
         self, dA: np.ndarray, db: np.ndarray, dc: np.ndarray, dP: np.ndarray | None
@@ -320,7 +312,9 @@ def _dual_rows(dual_var, constraint, cone_constraint, offset: int, psd_triangle,
     if isinstance(cone_constraint, PSD) or type(cone_constraint).__name__ == "SvecPSD":
         side = constraint.shape[-1]
         basis = np.eye(size)
-        cols = np.stack([tri_to_full(basis[k], side, psd_triangle, psd_sqrt2).ravel() for k in range(size)], axis=1)
+        cols = np.stack(
+            [tri_to_full(basis[k], side, psd_triangle, psd_sqrt2).ravel() for k in range(size)], axis=1
+        )
         block = sp.csr_array(cols)
         return sp.hstack([sp.csr_array((block.shape[0], offset)), block]).tocsr()
     labels = np.arange(1, size + 1, dtype=float)
@@ -356,15 +350,27 @@ def _recovery(problem, variables, param_prob, chain, n: int, m: int) -> Recovery
     constr_id_map = chain.compose_constr_id_map()
     dual_owner = {dv.id: con for con in problem.constraints for dv in con.dual_variables}
     offsets = _cone_offsets(param_prob)
-    context = next((r.solver_context for r in chain.reductions if getattr(r, "solver_context", None) is not None and hasattr(r.solver_context, "psd_triangle_kind")), None)
+    context = next(
+        (
+            r.solver_context
+            for r in chain.reductions
+            if getattr(r, "solver_context", None) is not None
+            and hasattr(r.solver_context, "psd_triangle_kind")
+        ),
+        None,
+    )
     blocks, shapes = [], []
     for var in variables:
         if var.id in dual_owner:
             con = dual_owner[var.id]
             start, cone_con = offsets[constr_id_map.get(con.id, con.id)]
             rows = _dual_rows(
-                var, con, cone_con, start,
-                getattr(context, "psd_triangle_kind", None), getattr(context, "psd_sqrt2_scaling", True),
+                var,
+                con,
+                cone_con,
+                start,
+                getattr(context, "psd_triangle_kind", None),
+                getattr(context, "psd_sqrt2_scaling", True),
             )
             rows.resize((rows.shape[0], m))
             blocks.append(sp.hstack([sp.csr_array((rows.shape[0], n)), rows]))
@@ -393,9 +399,7 @@ def compile_problem(
     """
     scope = scopes.quad_form_dpp_scope() if quad_obj else contextlib.nullcontext()
     with scope:
-        data, chain, _ = problem.get_problem_data(
-            solver=canon_solver, solver_opts={"use_quad_obj": quad_obj}
-        )
+        data, chain, _ = problem.get_problem_data(solver=canon_solver, solver_opts={"use_quad_obj": quad_obj})
     param_prob = data[cp.settings.PARAM_PROB]
     dims = ConeDims.from_cvxpy(data["dims"])
     param_id_map = {k: v[0] for k, v in chain.compose_param_id_map().items()}

@@ -115,13 +115,13 @@ class CvxpyLayer(torch.nn.Module):
             self.last_statuses = [s.status for s in call.solutions]
 
     def __getstate__(self) -> dict:
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
-        state = dict(state)
+        state = dict(super().__getstate__())
         state["executor"] = None  # executors do not pickle; the default pool is used after loading
         return state
 
     def extra_repr(self) -> str:
-        return f"solver={self.solver!r}, gradient={self.gradient!r}, parameters={[p.name() for p in self.parameters]}"
+        names = [p.name() for p in self.parameters]
+        return f"solver={self.solver!r}, gradient={self.gradient!r}, parameters={names}"
 
 
 class _SolveFunction(torch.autograd.Function):
@@ -145,7 +145,11 @@ class _SolveFunction(torch.autograd.Function):
         shapes = call.compiled.recovery.shapes
         numpy_grads = []
         for g, shape in zip(grads, shapes, strict=True):
-            array = np.zeros((inputs.batch_size, *shape)) if g is None else g.detach().to("cpu", torch.float64).numpy()
+            array = (
+                np.zeros((inputs.batch_size, *shape))
+                if g is None
+                else g.detach().to("cpu", torch.float64).numpy()
+            )
             numpy_grads.append(array.reshape(inputs.batch_size, *shape))
         dtheta = call.backward(numpy_grads)
         param_grads: list[torch.Tensor | None] = []

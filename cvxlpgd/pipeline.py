@@ -7,14 +7,13 @@ Backward: output grads --recovery'--> (dx, dy) --LPGD or implicit--> data grads 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
-from cvxlpgd.batch import map_items
+from cvxlpgd.batch import chunk_count, map_items
 from cvxlpgd.compile import CompiledProblem, ProgramBatch
 from cvxlpgd.cone import OPTIMAL_INACCURATE, Solution
 from cvxlpgd.errors import PerturbedSolveError, SolverError
@@ -28,6 +27,7 @@ from cvxlpgd.gradients.lpgd import (
     stack,
 )
 from cvxlpgd.solvers import ConeSolver
+from cvxlpgd.solvers.base import Workspace
 
 FailurePolicy = Literal["raise", "nan"]
 FAILURE_POLICIES = ("raise", "nan")
@@ -54,6 +54,14 @@ class LayerCall:
     program: ProgramBatch | None = None
     solutions: list[Solution] = field(default_factory=list)
     adjoints: list[Adjoint | None] = field(default_factory=list)
+    # Per chunk of the batch, per matrix variant (rho): solver objects kept from the forward
+    # pass for the LPGD re-solves. Owned by this call, so concurrent calls share nothing.
+    workspaces: list[dict[float, Workspace]] = field(default_factory=list)
+
+    def _workspace(self, chunk: int, rho: float) -> Workspace | None:
+        if not self.program.shared_matrices:
+            return None
+        return self.workspaces[chunk].setdefault(rho, {})
 
     @property
     def failed(self) -> np.ndarray:
@@ -66,9 +74,12 @@ class LayerCall:
                 self.program, self.solver.name, self.solver_settings, self.executor
             )
         else:
-            program, key = self.program, self.program.reuse_key
+            program = self.program
+            self.workspaces = [{} for _ in range(chunk_count(program.batch_size, self.executor))]
             self.solutions = map_items(
-                lambda i: self.solver.solve(program.item(i), reuse_key=key), program.batch_size, self.executor
+                lambda i, chunk: self.solver.solve(program.item(i), workspace=self._workspace(chunk, 0.0)),
+                program.batch_size,
+                self.executor,
             )
         self._check_statuses()
         x = np.stack([s.x for s in self.solutions])
@@ -89,7 +100,9 @@ class LayerCall:
                 bad,
             )
         if bad:
-            warnings.warn(f"{name} failed on batch item(s) {_listing(bad)}; their outputs are NaN.", stacklevel=4)
+            warnings.warn(
+                f"{name} failed on batch item(s) {_listing(bad)}; their outputs are NaN.", stacklevel=4
+            )
         inaccurate = [i for i, s in enumerate(self.solutions) if s.status == OPTIMAL_INACCURATE]
         if inaccurate:
             warnings.warn(
@@ -110,17 +123,16 @@ class LayerCall:
 
     def _lpgd(self, dx: np.ndarray, dy: np.ndarray | None, config: LPGD) -> list[DataGradient | None]:
         program, failed = self.program, self.failed
-        base_key = program.reuse_key
-        key: Hashable | None = base_key if config.rho == 0 or base_key is None else (base_key, "rho", config.rho)
 
-        def item(i: int) -> tuple[DataGradient | None, dict[int, str]]:
+        def item(i: int, chunk: int) -> tuple[DataGradient | None, dict[int, str]]:
             if failed[i]:
                 return None, {}
             base, star = program.item(i), self.solutions[i]
             perturbed, bad = {}, {}
             for sign in signs(config):
                 problem = perturbed_program(base, star, dx[i], None if dy is None else dy[i], sign, config)
-                perturbed[sign] = self.solver.solve(problem, warm_start=star, reuse_key=key)
+                workspace = self._workspace(chunk, config.rho)
+                perturbed[sign] = self.solver.solve(problem, warm_start=star, workspace=workspace)
                 if not perturbed[sign].usable:
                     bad[sign] = perturbed[sign].status
             if bad:
@@ -135,7 +147,8 @@ class LayerCall:
 
     def _report_perturbed_failures(self, failures: dict[tuple[int, int], str], config: LPGD) -> None:
         text = "; ".join(
-            f"item {i}, {_SIDE_NAMES[sign]} side: {status}" for (i, sign), status in list(failures.items())[:_MAX_LISTED]
+            f"item {i}, {_SIDE_NAMES[sign]} side: {status}"
+            for (i, sign), status in list(failures.items())[:_MAX_LISTED]
         )
         message = (
             f"LPGD re-solve with tau={config.tau}, rho={config.rho} failed ({text}). A perturbed "

@@ -42,7 +42,9 @@ def check_problem(
     if not problem.parameters():
         raise ValueError("The problem has no parameters: there is nothing for a layer to take as input.")
     if any(v.attributes.get("boolean") or v.attributes.get("integer") for v in problem.variables()):
-        raise ValueError("The problem has integer or boolean variables; cvxlpgd layers need a convex problem.")
+        raise ValueError(
+            "The problem has integer or boolean variables; cvxlpgd layers need a convex problem."
+        )
     if not problem.is_dcp():
         raise ValueError("The problem is not DCP (disciplined convex); CVXPY cannot canonicalize it.")
     if not problem.is_dpp():
@@ -143,7 +145,9 @@ def check_inputs(params: Sequence[object], parameters: Sequence[cp.Parameter]) -
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{_describe(param, i)} must be a torch.Tensor, got {type(value).__name__}.")
         if value.is_complex() or not value.is_floating_point():
-            raise TypeError(f"{_describe(param, i)} must be a real floating-point tensor, got dtype {value.dtype}.")
+            raise TypeError(
+                f"{_describe(param, i)} must be a real floating-point tensor, got dtype {value.dtype}."
+            )
         shape = tuple(param.shape)
         if tuple(value.shape) == shape:
             batch_sizes.append(None)

@@ -49,7 +49,9 @@ def active_set_qp(n: int, m: int, n_active: int, seed: int, quad_param: bool = T
     return ActiveSetQP(cp.Problem(cp.Minimize(objective), [con]), params, values, x, con)
 
 
-def random_lp(n: int, m: int, seed: int) -> tuple[cp.Problem, cp.Parameter, cp.Variable, cp.Constraint, np.ndarray]:
+def random_lp(
+    n: int, m: int, seed: int
+) -> tuple[cp.Problem, cp.Parameter, cp.Variable, cp.Constraint, np.ndarray]:
     """min c'x s.t. Ax <= b, 0 <= x <= 1 with a random cost; returns (problem, c, x, Ax<=b, c value)."""
     rng = np.random.default_rng(seed)
     A = rng.uniform(0.0, 1.0, (m, n))

@@ -27,8 +27,12 @@ def lp() -> Case:
     A = np.array([[1.0, 2, 0, 1], [0, 1, 3, 1]])
     cons = [A @ x <= np.array([4.0, 5.0]), x >= 0, cp.sum(x) == 2]
     problem = cp.Problem(cp.Minimize(c @ x), cons)
-    return problem, [c], [x, cons[0].dual_variables[0], cons[2].dual_variables[0]], \
-        lambda rng: [rng.uniform(-1, 1, 4)]
+    return (
+        problem,
+        [c],
+        [x, cons[0].dual_variables[0], cons[2].dual_variables[0]],
+        lambda rng: [rng.uniform(-1, 1, 4)],
+    )
 
 
 def qp() -> Case:
@@ -36,8 +40,12 @@ def qp() -> Case:
     G = np.array([[1.0, 1, 1], [1, -1, 0]])
     cons = [G @ x <= h]
     problem = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(x - q)), cons)
-    return problem, [q, h], [x, cons[0].dual_variables[0]], \
-        lambda rng: [rng.standard_normal(3) + 1, rng.uniform(0, 0.5, 2)]
+    return (
+        problem,
+        [q, h],
+        [x, cons[0].dual_variables[0]],
+        lambda rng: [rng.standard_normal(3) + 1, rng.uniform(0, 0.5, 2)],
+    )
 
 
 def qp_with_psd_parameter() -> Case:
@@ -57,16 +65,24 @@ def socp() -> Case:
     F = np.arange(15.0).reshape(5, 3) / 10 - 0.5
     cons = [cp.norm(x, 2) <= 1, x[0] >= -0.5]
     problem = cp.Problem(cp.Minimize(cp.norm(F @ x - g, 2)), cons)
-    return problem, [g], [x, cons[0].dual_variables[0], cons[1].dual_variables[0]], \
-        lambda rng: [rng.standard_normal(5) * 3]
+    return (
+        problem,
+        [g],
+        [x, cons[0].dual_variables[0], cons[1].dual_variables[0]],
+        lambda rng: [rng.standard_normal(5) * 3],
+    )
 
 
 def exponential() -> Case:
     x, c = cp.Variable(3), cp.Parameter(3)
     cons = [cp.sum(x) == 1, x >= 0]
     problem = cp.Problem(cp.Minimize(c @ x - cp.sum(cp.entr(x))), cons)
-    return problem, [c], [x, cons[0].dual_variables[0], cons[1].dual_variables[0]], \
-        lambda rng: [rng.standard_normal(3)]
+    return (
+        problem,
+        [c],
+        [x, cons[0].dual_variables[0], cons[1].dual_variables[0]],
+        lambda rng: [rng.standard_normal(3)],
+    )
 
 
 def sdp() -> Case:
@@ -121,7 +137,7 @@ def test_forward_and_duals_match_cvxpy(name: str, solver: str) -> None:
 
 def test_dtype_and_batch_shapes() -> None:
     problem, params, outputs, sample = lp()
-    layer = CvxpyLayer(problem, params, outputs)
+    layer = CvxpyLayer(problem, params, outputs, solver_args=ACCURATE["SCS"])
     c = torch.tensor(sample(np.random.default_rng(1))[0], dtype=torch.float32)
     x, y_ineq, y_eq = layer(c)
     assert x.dtype == torch.float32 and x.shape == (4,) and y_ineq.shape == (2,) and y_eq.shape == ()

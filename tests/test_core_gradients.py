@@ -22,7 +22,9 @@ TIGHT = {"SCS": {"eps": 1e-11, "max_iters": 200_000}, "CLARABEL": {"eps": 1e-12}
 IMPLICIT_TIGHT = {"SCS": TIGHT["SCS"], "CLARABEL": {"eps": 1e-10}}
 
 
-def _finite_difference(f, values: list[np.ndarray], index: int, symmetric: bool, step: float = 1e-6) -> np.ndarray:
+def _finite_difference(
+    f, values: list[np.ndarray], index: int, symmetric: bool, step: float = 1e-6
+) -> np.ndarray:
     """Central differences of scalar f w.r.t. values[index]; a symmetric parameter is perturbed
     in (i, j) and (j, i) together and the result split evenly, matching a symmetric gradient."""
     grad = np.zeros(values[index].shape)
@@ -50,8 +52,14 @@ def test_lpgd_matches_finite_differences_on_qp(solver: str, side: str) -> None:
     qp = active_set_qp(n=5, m=6, n_active=3, seed=1)
     outputs = [qp.x, qp.constraint.dual_variables[0]]
     tau = 1e-5 if side == "central" else 1e-6
-    layer = CvxpyLayer(qp.problem, qp.params, outputs, solver=solver,
-                       gradient=LPGD(tau=tau, side=side), solver_args=TIGHT[solver])
+    layer = CvxpyLayer(
+        qp.problem,
+        qp.params,
+        outputs,
+        solver=solver,
+        gradient=LPGD(tau=tau, side=side),
+        solver_args=TIGHT[solver],
+    )
     reference = CvxpyLayer(qp.problem, qp.params, outputs, solver="CLARABEL", solver_args=TIGHT["CLARABEL"])
     rng = np.random.default_rng(0)
     w, v = rng.standard_normal(5), rng.standard_normal(6)
@@ -109,8 +117,14 @@ def test_lpgd_equals_design_formula(kind: str, rho: float, side: str) -> None:
         qp = active_set_qp(n=4, m=5, n_active=2, seed=4)
         params, values, outputs = qp.params, qp.values, [qp.x, qp.constraint.dual_variables[0]]
         problem = qp.problem
-    layer = CvxpyLayer(problem, params, outputs, solver="CLARABEL",
-                       gradient=LPGD(tau=tau, rho=rho, side=side), solver_args=TIGHT["CLARABEL"])
+    layer = CvxpyLayer(
+        problem,
+        params,
+        outputs,
+        solver="CLARABEL",
+        gradient=LPGD(tau=tau, rho=rho, side=side),
+        solver_args=TIGHT["CLARABEL"],
+    )
     rng = np.random.default_rng(7)
     out_grads = [rng.standard_normal(o.shape) for o in outputs]
     tensors = [torch.tensor(v, requires_grad=True) for v in values]
@@ -128,11 +142,16 @@ def test_lpgd_equals_design_formula(kind: str, rho: float, side: str) -> None:
     perturbed = {}
     for sign in (1, -1):
         perturbed[sign] = _clarabel_solve(
-            sp.triu(P_rho, format="csc"), program.A, program.b - sign * tau * dy,
-            program.c + sign * tau * dx - rho * x_star, program.dims,
+            sp.triu(P_rho, format="csc"),
+            program.A,
+            program.b - sign * tau * dy,
+            program.c + sign * tau * dx - rho * x_star,
+            program.dims,
         )
-    G = {key: _lagrangian_gradient(program.A, program.P, *z)
-         for key, z in [("star", (x_star, y_star)), (1, perturbed[1]), (-1, perturbed[-1])]}
+    G = {
+        key: _lagrangian_gradient(program.A, program.P, *z)
+        for key, z in [("star", (x_star, y_star)), (1, perturbed[1]), (-1, perturbed[-1])]
+    }
     hi, lo, scale = {"central": (1, -1, 2 * tau), "lower": (1, "star", tau), "upper": ("star", -1, tau)}[side]
     data = [None if a is None else (a - b) / scale for a, b in zip(G[hi], G[lo], strict=True)]
     expected = compiled.maps.parameter_gradient(*(None if d is None else d[None] for d in data))[0]
@@ -168,7 +187,9 @@ SMOOTH_PROBLEMS = {"least_squares": _least_squares, "qp": _qp, "socp": _socp}
 @pytest.mark.parametrize("name", sorted(SMOOTH_PROBLEMS))
 def test_implicit_passes_gradcheck(name: str) -> None:
     problem, params, outputs, values = SMOOTH_PROBLEMS[name]()
-    layer = CvxpyLayer(problem, params, outputs, solver="SCS", gradient="implicit", solver_args=IMPLICIT_TIGHT["SCS"])
+    layer = CvxpyLayer(
+        problem, params, outputs, solver="SCS", gradient="implicit", solver_args=IMPLICIT_TIGHT["SCS"]
+    )
     tensors = tuple(torch.tensor(v, requires_grad=True) for v in values)
     assert torch.autograd.gradcheck(lambda *p: layer(*p), tensors, eps=1e-6, atol=1e-5, rtol=1e-4)
 
@@ -179,8 +200,9 @@ def test_implicit_clarabel_agrees_with_scs(name: str) -> None:
     weights = [np.random.default_rng(3).standard_normal(o.shape) for o in outputs]
     grads = {}
     for solver in ("SCS", "CLARABEL"):
-        layer = CvxpyLayer(problem, params, outputs, solver=solver, gradient="implicit",
-                           solver_args=IMPLICIT_TIGHT[solver])
+        layer = CvxpyLayer(
+            problem, params, outputs, solver=solver, gradient="implicit", solver_args=IMPLICIT_TIGHT[solver]
+        )
         tensors = [torch.tensor(v, requires_grad=True) for v in values]
         results = layer(*tensors)
         sum((r * torch.tensor(w)).sum() for r, w in zip(results, weights, strict=True)).backward()

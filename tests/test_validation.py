@@ -270,7 +270,8 @@ def test_unknown_gradient(lp, layer, gradient):
 @pytest.mark.parametrize("policy", ["NaN", "ignore", None, True])
 def test_bad_on_failure(lp, policy):
     problem, c, b, x, _ = lp
-    with pytest.raises(ValueError, match=re.escape(f"on_failure must be one of ('raise', 'nan'), got {policy!r}")):
+    expected = f"on_failure must be one of ('raise', 'nan'), got {policy!r}"
+    with pytest.raises(ValueError, match=re.escape(expected)):
         CvxpyLayer(problem, [c, b], [x], on_failure=policy)
 
 
@@ -417,7 +418,8 @@ def test_attribute_violations(attribute, good, bad):
     with pytest.raises(ValueError, match=rf"'{name}'.*is declared {attribute}, but its value is not\.$"):
         layer(torch.tensor(bad, dtype=torch.float64))
     batch = torch.tensor([good, good, bad], dtype=torch.float64)
-    with pytest.raises(ValueError, match=rf"'{name}'.*is declared {attribute}, but its value is not \(batch item 2\)"):
+    expected = rf"'{name}'.*is declared {attribute}, but its value is not \(batch item 2\)"
+    with pytest.raises(ValueError, match=expected):
         layer(batch)
 
 

@@ -6,14 +6,15 @@ forward pass goes through diffcp too. Its data must follow SCS's conventions (no
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
-from typing import Any, Callable
+from typing import Any
 
 import diffcp
 import numpy as np
 
 from cvxlpgd.batch import map_items
+from cvxlpgd.compile import ProgramBatch
 from cvxlpgd.cone import (
     INFEASIBLE,
     OPTIMAL,
@@ -23,7 +24,6 @@ from cvxlpgd.cone import (
     ConeProgram,
     Solution,
 )
-from cvxlpgd.compile import ProgramBatch
 from cvxlpgd.gradients.lpgd import DataGradient
 from cvxlpgd.solvers.scs import cone_dict
 
@@ -33,7 +33,9 @@ DENSE_LIMIT = 2000
 Adjoint = Callable[..., tuple]
 
 
-def _solve_item(program: ConeProgram, solver: str, settings: Mapping[str, Any]) -> tuple[Solution, Adjoint | None]:
+def _solve_item(
+    program: ConeProgram, solver: str, settings: Mapping[str, Any]
+) -> tuple[Solution, Adjoint | None]:
     m, n = program.A.shape
     if program.dims.power:
         raise NotImplementedError(
@@ -42,13 +44,21 @@ def _solve_item(program: ConeProgram, solver: str, settings: Mapping[str, Any]) 
     mode = "dense" if m + n <= DENSE_LIMIT else "lsqr"
     try:
         result = diffcp.solve_and_derivative_internal(
-            program.A.copy(), program.b, program.c, cone_dict(program.dims),
-            mode=mode, solve_method="SCS" if solver == "SCS" else "Clarabel", **settings,
+            program.A.copy(),
+            program.b,
+            program.c,
+            cone_dict(program.dims),
+            mode=mode,
+            solve_method="SCS" if solver == "SCS" else "Clarabel",
+            **settings,
         )
     except diffcp.SolverError as error:
         failed = Solution(
-            x=np.full(n, np.nan), y=np.full(m, np.nan), s=np.full(m, np.nan),
-            status=SOLVER_ERROR, solver_status=str(error),
+            x=np.full(n, np.nan),
+            y=np.full(m, np.nan),
+            s=np.full(m, np.nan),
+            status=SOLVER_ERROR,
+            solver_status=str(error),
         )
         return failed, None
     raw = str(result["info"]["status"])
@@ -73,7 +83,9 @@ def _status(raw: str) -> str:
 def implicit_solve(
     program: ProgramBatch, solver: str, settings: Mapping[str, Any], executor: Executor | None
 ) -> tuple[list[Solution], list[Adjoint | None]]:
-    pairs = map_items(lambda i: _solve_item(program.item(i), solver, settings), program.batch_size, executor)
+    pairs = map_items(
+        lambda i, _: _solve_item(program.item(i), solver, settings), program.batch_size, executor
+    )
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
@@ -87,7 +99,7 @@ def implicit_backward(
     pattern = program.structure.A
     rows, cols = pattern.indices, pattern.columns
 
-    def item(i: int) -> DataGradient | None:
+    def item(i: int, _chunk: int) -> DataGradient | None:
         if adjoints[i] is None:
             return None
         dA, db, dc = adjoints[i](dx[i], dy[i], np.zeros_like(dy[i]))

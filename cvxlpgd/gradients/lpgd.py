@@ -81,7 +81,9 @@ def perturbed_program(
     P = program.P
     if config.rho > 0:
         n = program.c.size
-        P = sp.csc_array(sp.triu(P if P is not None else sp.csc_array((n, n))) + config.rho * sp.identity(n, format="csc"))
+        P = sp.csc_array(
+            sp.triu(P if P is not None else sp.csc_array((n, n))) + config.rho * sp.identity(n, format="csc")
+        )
     c = program.c + sign * config.tau * dx - config.rho * solution.x
     b = program.b if dy is None else program.b - sign * config.tau * dy
     return ConeProgram(A=program.A, b=b, c=c, dims=program.dims, P=P)

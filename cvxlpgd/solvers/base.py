@@ -1,22 +1,22 @@
 """The small protocol every solver backend implements, and what backends share.
 
 A backend turns a ``ConeProgram`` into a ``Solution``. When the caller passes a
-``reuse_key`` (meaning: ``A`` and ``P`` are the same as for every earlier program with this
-key), the backend keeps its solver object, with its factorization, and only updates ``b`` and
-``c``. Solver objects live in a per-thread cache, so concurrent calls never share one.
+``workspace`` (a dict it owns, for programs that all share ``A`` and ``P``), the backend keeps
+its solver object there, with its factorization, and only updates ``b`` and ``c`` for the next
+program. Objects are built from zero ``b`` and ``c`` so that the scalings a solver derives at
+setup do not depend on which program came first.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Protocol
 
+import numpy as np
+
 from cvxlpgd.cone import ConeProgram, Solution
 
-_CACHE_ENTRIES_PER_THREAD = 16
-_local = threading.local()
+Workspace = dict
 
 
 class ConeSolver(Protocol):
@@ -26,28 +26,23 @@ class ConeSolver(Protocol):
         self,
         program: ConeProgram,
         warm_start: Solution | None = None,
-        reuse_key: Hashable | None = None,
+        workspace: Workspace | None = None,
     ) -> Solution: ...
 
 
-def cached_solver_object(key: Hashable, build: Callable[[], Any]) -> tuple[Any, bool]:
-    """This thread's solver object for ``key`` (built on a miss); second item: was it cached."""
-    cache: OrderedDict = getattr(_local, "cache", None)
-    if cache is None:
-        cache = _local.cache = OrderedDict()
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key], True
-    obj = build()
-    cache[key] = obj
-    if len(cache) > _CACHE_ENTRIES_PER_THREAD:
-        cache.popitem(last=False)
-    return obj, False
+def workspace_solver(
+    workspace: Workspace, key: Hashable, program: ConeProgram, build: Callable[[ConeProgram], Any]
+) -> Any:
+    """The solver object under ``key`` in ``workspace``; on a miss, ``build`` it for ``program``
+    with zero ``b`` and ``c``. The caller updates ``b`` and ``c`` before solving."""
+    if key not in workspace:
+        zero_b, zero_c = np.zeros_like(program.b), np.zeros_like(program.c)
+        canonical = ConeProgram(A=program.A, b=zero_b, c=zero_c, dims=program.dims, P=program.P)
+        workspace[key] = build(canonical)
+    return workspace[key]
 
 
-def check_settings(
-    solver: str, given: Mapping[str, Any], defaults: Mapping[str, Any]
-) -> dict[str, Any]:
+def check_settings(solver: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """Validate user settings against a backend's known settings and their types."""
     settings = {}
     for key, value in given.items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import clarabel
@@ -20,7 +20,7 @@ from cvxlpgd.cone import (
     ConeProgram,
     Solution,
 )
-from cvxlpgd.solvers.base import cached_solver_object, check_settings
+from cvxlpgd.solvers.base import Workspace, check_settings, workspace_solver
 
 _DEFAULT_SETTINGS = clarabel.DefaultSettings()
 DEFAULTS: dict[str, Any] = {
@@ -84,17 +84,14 @@ class ClarabelSolver:
         self,
         program: ConeProgram,
         warm_start: Solution | None = None,
-        reuse_key: Hashable | None = None,
+        workspace: Workspace | None = None,
     ) -> Solution:
         del warm_start  # an interior-point method cannot use one
-        if reuse_key is None:
+        if workspace is None:
             solver = self._build(program)
         else:
-            solver, cached = cached_solver_object(
-                ("CLARABEL", self._settings_key, reuse_key), lambda: self._build(program)
-            )
-            if cached:
-                solver.update(q=program.c, b=program.b)
+            solver = workspace_solver(workspace, ("CLARABEL", self._settings_key), program, self._build)
+            solver.update(q=program.c, b=program.b)
         result = solver.solve()
         raw = str(result.status)
         return Solution(

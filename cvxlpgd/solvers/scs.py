@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ from cvxlpgd.cone import (
     ConeProgram,
     Solution,
 )
-from cvxlpgd.solvers.base import cached_solver_object, check_settings
+from cvxlpgd.solvers.base import Workspace, check_settings, workspace_solver
 
 # Defaults, which also define the accepted names and types (SCS 3.x settings).
 DEFAULTS: dict[str, Any] = {
@@ -88,16 +88,13 @@ class ScsSolver:
         self,
         program: ConeProgram,
         warm_start: Solution | None = None,
-        reuse_key: Hashable | None = None,
+        workspace: Workspace | None = None,
     ) -> Solution:
-        if reuse_key is None:
+        if workspace is None:
             solver = self._build(program)
         else:
-            solver, cached = cached_solver_object(
-                ("SCS", self._settings_key, reuse_key), lambda: self._build(program)
-            )
-            if cached:
-                solver.update(b=program.b, c=program.c)
+            solver = workspace_solver(workspace, ("SCS", self._settings_key), program, self._build)
+            solver.update(b=program.b, c=program.c)
         if warm_start is not None:
             result = solver.solve(True, warm_start.x, warm_start.y, warm_start.s)
         else:

@@ -1,0 +1,284 @@
+"""Markdown report: machine info, target verdicts, summary at the largest batch, full tables."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from collections.abc import Iterable
+from importlib import metadata
+
+from benchmarks.suite import LPGD_SIDES, PEER_ARGS, SOLVER_ARGS, Row
+
+TARGET_PEER = 1 / 3  # (1) lower f+b <= 1/3 of cvxpylayers f+b
+TARGET_RAW = 1.2  # (2) forward <= 1.2x raw solver
+TARGET_ONE_SIDE, TARGET_CENTRAL = 1.0, 2.0  # (3) backward / forward
+TARGET_BUILD_S, TARGET_PEAK = 10.0, 3 * 2**30  # (4) 10^5 LP build
+
+
+def _version(name: str) -> str:
+    if name == "cvxlpgd":  # importable from the checkout without being installed
+        import cvxlpgd
+
+        return cvxlpgd.__version__
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info() -> dict[str, str]:
+    """CPU model, core count, library versions, date."""
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "CPU": cpu,
+        "cores (os.cpu_count)": str(os.cpu_count()),
+        "python": platform.python_version(),
+    }
+    for pkg in ("cvxlpgd", "torch", "cvxpy", "scs", "clarabel", "diffcp", "cvxpylayers", "numpy", "scipy"):
+        info[pkg] = _version(pkg)
+    return info
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _verdict(value: float | None, limit: float) -> str:
+    if value is None:
+        return "n/a"
+    return "met" if value <= limit else "**not met**"
+
+
+def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+class Index:
+    """Rows by (problem, solver, batch, variant)."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = {(r.problem, r.solver, r.batch, r.variant): r for r in rows}
+        self.problems = list(dict.fromkeys(r.problem for r in rows))
+        self.solvers = list(dict.fromkeys(r.solver for r in rows))
+        self.batches = sorted({r.batch for r in rows})
+
+    def get(self, problem: str, solver: str, batch: int, variant: str, field: str) -> float | None:
+        row = self.rows.get((problem, solver, batch, variant))
+        return None if row is None else getattr(row, field)
+
+    def lpgd_forward(self, problem: str, solver: str, batch: int) -> float | None:
+        """The LPGD forward (same for every side): median of the three variants' medians."""
+        values = sorted(
+            v for s in LPGD_SIDES if (v := self.get(problem, solver, batch, f"lpgd-{s}", "forward"))
+        )
+        return values[len(values) // 2] if values else None
+
+
+def _targets(ix: Index, scale: list[dict], titles: dict[str, str]) -> list[str]:
+    big = ix.batches[-1]
+    out = [f"## Targets (batch {big}, per item)", ""]
+    rows = []
+    for p in ix.problems:
+        for s in ix.solvers:
+            fwd = ix.lpgd_forward(p, s, big)
+            ours = ix.get(p, s, big, "lpgd-lower", "total")
+            peer = ix.get(p, s, big, "cvxpylayers", "total")
+            raw = ix.get(p, s, big, "raw-build", "forward")
+            r1, r2 = _ratio(ours, peer), _ratio(fwd, raw)
+            lower = _ratio(ix.get(p, s, big, "lpgd-lower", "backward"), fwd)
+            upper = _ratio(ix.get(p, s, big, "lpgd-upper", "backward"), fwd)
+            central = _ratio(ix.get(p, s, big, "lpgd-central", "backward"), fwd)
+            one_side = max(lower or 0, upper or 0) or None
+            rows.append(
+                [
+                    titles.get(p, p),
+                    s,
+                    f"{_fmt(r1)} ({_verdict(r1, TARGET_PEER)})",
+                    f"{_fmt(r2)} ({_verdict(r2, TARGET_RAW)})",
+                    f"{_fmt(lower)} / {_fmt(upper)} ({_verdict(one_side, TARGET_ONE_SIDE)})",
+                    f"{_fmt(central)} ({_verdict(central, TARGET_CENTRAL)})",
+                ]
+            )
+    out += _table(
+        [
+            "problem",
+            "solver",
+            "(1) fwd+lower bwd / cvxpylayers f+b (<= 0.33)",
+            "(2) fwd / raw (<= 1.2)",
+            "(3) lower / upper bwd / fwd (<= 1.0)",
+            "(3) central bwd / fwd (<= 2.0)",
+        ],
+        rows,
+    )
+    big_scale = [r for r in scale if r.get("n") == 100_000]
+    out += [""]
+    if big_scale:
+        r = big_scale[0]
+        build, peak = r.get("build_s"), max(r.get("rss_delta", 0), r.get("tracemalloc_peak", 0))
+        ok = "error" not in r and build is not None and build < TARGET_BUILD_S and peak < TARGET_PEAK
+        out.append(
+            f"(4) 10^5-variable LP: build {_fmt(build)} s, peak {peak / 2**20:.0f} MiB "
+            f"(max of ru_maxrss delta and tracemalloc peak): **{'met' if ok else 'not met'}**"
+            + (f" — {r['error']}" if "error" in r else "")
+        )
+    else:
+        out.append("(4) 10^5-variable LP: not run (quick mode or --no-scale).")
+    return out + [""]
+
+
+def _summary(ix: Index, titles: dict[str, str]) -> list[str]:
+    big = ix.batches[-1]
+    out = [f"## Summary at batch {big} (ms per item, median)", ""]
+    rows = []
+    for p in ix.problems:
+        for s in ix.solvers:
+            g = lambda v, f, p=p, s=s: ix.get(p, s, big, v, f)  # noqa: E731
+            rows.append(
+                [
+                    titles.get(p, p),
+                    s,
+                    _fmt(g("raw-build", "forward")),
+                    _fmt(g("raw-update", "forward")),
+                    _fmt(ix.lpgd_forward(p, s, big)),
+                    _fmt(g("lpgd-lower", "backward")),
+                    _fmt(g("lpgd-upper", "backward")),
+                    _fmt(g("lpgd-central", "backward")),
+                    _fmt(g("lpgd-lower", "total")),
+                    _fmt(g("implicit", "total")),
+                    _fmt(g("cvxpylayers", "total")),
+                ]
+            )
+    return (
+        out
+        + _table(
+            [
+                "problem",
+                "solver",
+                "raw build+solve",
+                "raw update+solve",
+                "fwd (LPGD)",
+                "bwd lower",
+                "bwd upper",
+                "bwd central",
+                "f+b lower",
+                "f+b implicit",
+                "f+b cvxpylayers",
+            ],
+            rows,
+        )
+        + [""]
+    )
+
+
+def _details(ix: Index, rows: list[Row], titles: dict[str, str]) -> list[str]:
+    out = ["## All measurements (ms per item, median of repeats)", ""]
+    for p in ix.problems:
+        out += [f"### {titles.get(p, p)}", ""]
+        body = []
+        for r in rows:
+            if r.problem != p:
+                continue
+            raw = ix.get(p, r.solver, r.batch, "raw-build", "forward")
+            peer = ix.get(p, r.solver, r.batch, "cvxpylayers", "total")
+            is_ours = r.variant.startswith(("lpgd", "implicit"))
+            body.append(
+                [
+                    r.solver,
+                    str(r.batch),
+                    r.variant,
+                    _fmt(r.forward),
+                    _fmt(r.backward),
+                    _fmt(r.total),
+                    _fmt(_ratio(r.forward, raw)) if is_ours else "",
+                    _fmt(_ratio(r.total, peer)) if is_ours else "",
+                    str(r.repeats),
+                    r.note,
+                ]
+            )
+        out += _table(
+            ["solver", "B", "variant", "fwd", "bwd", "f+b", "fwd/raw", "f+b/cvxpylayers", "n", "note"], body
+        )
+        out.append("")
+    return out
+
+
+def _scale(scale: list[dict]) -> list[str]:
+    if not scale:
+        return []
+    out = ["## Scale sweep: sparse LP, batch 1", ""]
+    body = []
+    for r in scale:
+        peak_tm, rss = r.get("tracemalloc_peak"), r.get("rss_delta")
+        dense = r.get("dense_bytes")
+        dense_hit = dense and max(peak_tm or 0, rss or 0) >= dense / 4
+        fwd, bwd, raw = r.get("forward_s"), r.get("backward_s"), r.get("raw_s")
+        body.append(
+            [
+                f"{r['n']:,}",
+                str(r.get("rows", "")),
+                _fmt(r.get("build_s")),
+                "–" if rss is None else f"{rss / 2**20:.0f}",
+                "–" if peak_tm is None else f"{peak_tm / 2**20:.0f}",
+                "–" if not dense else f"{dense / 2**20:,.0f}" + (" (**reached**)" if dense_hit else " (no)"),
+                _fmt(fwd, 3),
+                _fmt(bwd, 3),
+                _fmt(raw, 3),
+                _fmt(_ratio(fwd, raw)),
+                _fmt(_ratio(bwd, fwd)),
+                r.get("error", r.get("status", "")),
+            ]
+        )
+    out += _table(
+        [
+            "n",
+            "conic rows",
+            "build s",
+            "ru_maxrss delta MiB",
+            "tracemalloc peak MiB",
+            "dense n x rows MiB (peak >= 1/4 of it?)",
+            "fwd s",
+            "LPGD lower bwd s",
+            "raw s",
+            "fwd/raw",
+            "bwd/fwd",
+            "status",
+        ],
+        body,
+    )
+    return out + [""]
+
+
+def render(rows: list[Row], scale: list[dict], titles: dict[str, str], meta: dict) -> str:
+    """The whole RESULTS.md text."""
+    ix = Index(rows)
+    lines = ["# cvxlpgd benchmark results", ""]
+    lines += [f"Command: `{meta['command']}` (wall time {meta['wall_s']:.0f} s).", ""]
+    lines += _table(["", ""], [[k, v] for k, v in machine_info().items()]) + [""]
+    lines += [
+        "Settings: cvxlpgd `solver_args` "
+        + ", ".join(f"{s}: `{a}`" for s, a in SOLVER_ARGS.items())
+        + "; LPGD tau=1, rho=0. cvxpylayers: `CvxpyLayer(problem, parameters, variables, solver_args=...)` "
+        "(default solver=None, i.e. its diffcp path, diffcp's default derivative mode) with solver_args "
+        + ", ".join(f"{s}: `{a}`" for s, a in PEER_ARGS.items())
+        + ".",
+        f"Repeats per batch size: {meta['repeats']}; thread pool workers: {os.cpu_count()}. "
+        "Per-item time = median call time / batch size. See benchmarks/README.md.",
+        "",
+    ]
+    if meta.get("peer_note"):
+        lines += [f"cvxpylayers: {meta['peer_note']}", ""]
+    lines += _targets(ix, scale, titles) + _summary(ix, titles) + _scale(scale) + _details(ix, rows, titles)
+    return "\n".join(lines) + "\n"

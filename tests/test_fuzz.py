@@ -1,0 +1,346 @@
+"""Property-based tests: random feasible LPs / QPs / SOCPs solve to KKT points, and random bad
+inputs always give the documented ValueError / TypeError naming the parameter.
+
+Feasibility is certain by construction: b = A x0 + slack with x0 inside the box / ball and
+slack >= 0; boundedness comes from a box (LP), a strongly convex objective (QP) or a ball (SOCP).
+Hypothesis runs derandomized, so CI sees the same cases every time.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cvxlpgd import LPGD, CvxpyLayer, SolverError
+
+_BASE = settings(
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def fuzz(max_examples: int) -> settings:
+    return settings(_BASE, max_examples=max_examples)
+
+
+SOLVER_ARGS = {"SCS": {"eps": 1e-9, "max_iters": 100_000}, "CLARABEL": {}}
+
+
+# --------------------------------------------------------------------------------------------
+# Random feasible programs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    kind: str  # "lp", "qp", "socp"
+    n: int
+    m: int
+    solver: str
+    dtype: torch.dtype
+    batch: int | None  # None: unbatched
+    batched: tuple[bool, bool, bool]  # which of c, b, A carry the batch dimension
+    a_parameter: bool  # A a Parameter (else a constant of the problem)
+    seed: int
+
+
+@st.composite
+def cases(draw):
+    batch = draw(st.sampled_from([None, 1, 2, 3, 4]))
+    a_parameter = draw(st.booleans())
+    batched = (False, False, False)
+    if batch is not None:
+        batched = (draw(st.booleans()), draw(st.booleans()), a_parameter and draw(st.booleans()))
+        if not any(batched):
+            batched = (True, batched[1], batched[2])
+    return Case(
+        kind=draw(st.sampled_from(["lp", "qp", "socp"])),
+        n=draw(st.integers(1, 8)),
+        m=draw(st.integers(1, 8)),
+        solver=draw(st.sampled_from(["SCS", "CLARABEL"])),
+        dtype=draw(st.sampled_from([torch.float32, torch.float64])),
+        batch=batch,
+        batched=batched,
+        a_parameter=a_parameter,
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+def radius(n: int) -> float:
+    return 0.5 * np.sqrt(n) + 0.5  # > ||x0|| for x0 in [-0.5, 0.5]^n
+
+
+def build(case: Case, A_const: np.ndarray):
+    n, m = case.n, case.m
+    x = cp.Variable(n, name="x")
+    c = cp.Parameter(n, name="c")
+    b = cp.Parameter(m, name="b")
+    A = cp.Parameter((m, n), name="A") if case.a_parameter else A_const
+    con = A @ x <= b
+    constraints, objective = [con], c @ x
+    outputs = [x, con.dual_variables[0]]
+    if case.kind == "lp":
+        lo, hi = x >= -1, x <= 1
+        constraints += [lo, hi]
+        outputs += [lo.dual_variables[0], hi.dual_variables[0]]
+    elif case.kind == "qp":
+        objective = objective + 0.5 * cp.sum_squares(x)
+    else:
+        ball = cp.norm(x, 2) <= radius(n)
+        constraints.append(ball)
+        outputs.append(ball.dual_variables[0])
+    params = [c, b] + ([A] if case.a_parameter else [])
+    problem = cp.Problem(cp.Minimize(objective), constraints)
+    layer = CvxpyLayer(problem, params, outputs, solver=case.solver, solver_args=SOLVER_ARGS[case.solver])
+    return layer
+
+
+def data(case: Case):
+    """Per-item (c, b, A) arrays with a batch axis of size B (1 when unbatched)."""
+    rng = np.random.default_rng(case.seed)
+    B = case.batch or 1
+    n, m = case.n, case.m
+    A = rng.standard_normal((B, m, n))
+    if not case.batched[2]:
+        A[:] = A[0]
+    x0 = rng.uniform(-0.5, 0.5, (B, n))
+    slack = rng.uniform(0.0, 1.0, (B, m))
+    slack[rng.uniform(size=(B, m)) < 0.3] = 1e-3  # some nearly active (not exactly: float32 rounding)
+    b = np.einsum("kij,kj->ki", A, x0) + slack
+    c = rng.standard_normal((B, n))
+    if not case.batched[0]:
+        c[:] = c[0]
+    if not case.batched[1]:
+        # one b for every item: the elementwise max of the items' A_k x0_k + slack_k is feasible for each
+        b[:] = b.max(axis=0)
+    return c, b, A
+
+
+def tensors(case: Case, c, b, A):
+    out = []
+    for value, batched in zip((c, b, A), case.batched, strict=True):
+        t = torch.tensor(value if (batched and case.batch is not None) else value[0], dtype=case.dtype)
+        out.append(t)
+    return out if case.a_parameter else out[:2]
+
+
+def kkt_residuals(case: Case, c, b, A, outs) -> dict[str, float]:
+    """Worst residual per KKT condition over the batch, each relative to the data's scale."""
+    x, y = outs[0], outs[1]
+    worst: dict[str, float] = {}
+    for k in range(x.shape[0]):
+        ck, bk, Ak, xk, yk = c[k], b[k], A[k], x[k], y[k]
+        scale = 1.0 + np.abs(ck).max() + np.abs(yk).max() * (1.0 + np.abs(Ak).max() + np.abs(bk).max())
+        r = {
+            "primal": max(0.0, (Ak @ xk - bk).max()),
+            "dual": max(0.0, -yk.min()),
+            "complementarity": np.abs(yk * (bk - Ak @ xk)).max(),
+        }
+        if case.kind == "lp":
+            lo, hi = outs[2][k], outs[3][k]
+            scale += np.abs(lo).max() + np.abs(hi).max()
+            r["primal"] = max(r["primal"], np.abs(xk).max() - 1.0)
+            r["dual"] = max(r["dual"], -lo.min(), -hi.min())
+            r["complementarity"] = max(
+                r["complementarity"], np.abs(lo * (xk + 1)).max(), np.abs(hi * (1 - xk)).max()
+            )
+            r["stationarity"] = np.abs(ck + Ak.T @ yk - lo + hi).max()
+            r["gap"] = abs(ck @ xk + bk @ yk + lo.sum() + hi.sum())
+        elif case.kind == "qp":
+            r["stationarity"] = np.abs(xk + ck + Ak.T @ yk).max()
+            r["gap"] = abs(xk @ xk + ck @ xk + bk @ yk)
+        else:
+            lam = float(outs[2][k][0])
+            rad = radius(case.n)
+            norm = np.linalg.norm(xk)
+            scale += abs(lam) * rad
+            r["primal"] = max(r["primal"], norm - rad)
+            r["dual"] = max(r["dual"], -lam)
+            r["complementarity"] = max(r["complementarity"], abs(lam * (rad - norm)))
+            # the ball's conic multiplier is (lam, z) with z = -(c + A'y) (stationarity defines z);
+            # KKT asks z in the second-order cone ||z|| <= lam, and lam r + x'(c + A'y) = 0 (in the gap)
+            r["stationarity"] = max(0.0, np.linalg.norm(ck + Ak.T @ yk) - lam)
+            r["gap"] = abs(ck @ xk + bk @ yk + lam * rad)
+        for key, value in r.items():
+            worst[key] = max(worst.get(key, 0.0), float(value) / scale)
+    return worst
+
+
+@fuzz(400)
+@given(case=cases())
+def test_random_feasible_programs(case: Case):
+    c, b, A = data(case)
+    layer = build(case, A[0])
+    inputs = [t.requires_grad_(True) for t in tensors(case, c, b, A)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an inaccurate or failed solve would be a test failure
+        outs = layer(*inputs)
+    assert layer.last_statuses == ["optimal"] * (case.batch or 1)
+    B = case.batch or 1
+    for out, shape in zip(outs, [(case.n,), (case.m,), (case.n,), (case.n,)], strict=False):
+        assert out.dtype == case.dtype
+        if case.kind == "socp" and out is outs[-1]:
+            shape = ()
+        assert tuple(out.shape) == ((B, *shape) if case.batch is not None else shape)
+        assert torch.isfinite(out).all()
+
+    arrays = [o.detach().double().numpy().reshape(B, -1) for o in outs]
+    tol = 1e-4 if case.dtype == torch.float32 else 1e-6
+    residuals = kkt_residuals(case, c, b, A, arrays)
+    assert all(v <= tol for v in residuals.values()), (case, residuals)
+
+    # LPGD gradients are finite and shaped like the inputs (loss on x only: dy = 0, so the
+    # perturbed programs stay feasible, and the box / strong convexity / ball keep them bounded)
+    weights = torch.tensor(np.random.default_rng(case.seed + 1).standard_normal(case.n), dtype=case.dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (outs[0] * weights).sum().backward()
+    for t in inputs:
+        assert t.grad is not None and t.grad.shape == t.shape and t.grad.dtype == t.dtype
+        assert torch.isfinite(t.grad).all()
+
+
+@fuzz(100)
+@given(case=cases(), tau=st.sampled_from([1e-3, 0.1, 1.0, 10.0]), rho=st.sampled_from([0.0, 0.1, 1.0]),
+       side=st.sampled_from(["central", "lower", "upper"]))
+def test_lpgd_configurations_give_finite_gradients(case: Case, tau: float, rho: float, side: str):
+    c, b, A = data(case)
+    layer = build(case, A[0])
+    inputs = [t.requires_grad_(True) for t in tensors(case, c, b, A)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        outs = layer(*inputs, gradient=LPGD(tau=tau, rho=rho, side=side))
+        weights = torch.tensor(np.random.default_rng(case.seed).standard_normal(case.n), dtype=case.dtype)
+        (outs[0] * weights).sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in inputs)
+
+
+# --------------------------------------------------------------------------------------------
+# Random bad inputs
+# --------------------------------------------------------------------------------------------
+
+SHAPES = {"c": (3,), "b": (2,), "s": ()}
+NAMES = list(SHAPES)
+
+
+@pytest.fixture(scope="module")
+def bad_input_layer():
+    x = cp.Variable(3, name="x")
+    c = cp.Parameter(3, name="c")
+    b = cp.Parameter(2, name="b")
+    s = cp.Parameter(name="s", nonneg=True)
+    A = np.array([[1.0, 1.0, 1.0], [1.0, -1.0, 0.0]])
+    problem = cp.Problem(cp.Minimize(c @ x + s * cp.sum(x)), [A @ x <= b, x >= -1, x <= 1])
+    return CvxpyLayer(problem, [c, b, s], [x], solver="CLARABEL")
+
+
+def good(name: str, batch: int | None, dtype=torch.float64) -> torch.Tensor:
+    shape = SHAPES[name] if batch is None else (batch, *SHAPES[name])
+    return torch.rand(shape, dtype=dtype) + 0.5  # positive: fine for the nonneg s, and b > 0 feasible
+
+
+def valid_shape(name: str, shape: tuple[int, ...]) -> bool:
+    base = SHAPES[name]
+    return shape == base or (len(shape) == len(base) + 1 and shape[1:] == base and shape[0] >= 1)
+
+
+def expect_input_error(layer, tensors, name: str | None, pattern: str | None = None):
+    """The call raises ValueError / TypeError (never a solver error) naming the parameter."""
+    with pytest.raises((ValueError, TypeError)) as info:
+        layer(*tensors)
+    error = info.value
+    assert not isinstance(error, SolverError)
+    message = str(error)
+    if name is not None:
+        assert f"'{name}'" in message, message
+    if pattern is not None:
+        assert re.search(pattern, message), (pattern, message)
+    return error
+
+
+@fuzz(80)
+@given(
+    culprit=st.sampled_from(NAMES),
+    shape=st.lists(st.integers(0, 4), min_size=0, max_size=4).map(tuple),
+    batch=st.sampled_from([None, 2]),
+)
+def test_random_wrong_shapes(bad_input_layer, culprit, shape, batch):
+    base = SHAPES[culprit]
+    if shape == base or (valid_shape(culprit, shape) and (batch is None or shape[0] == batch)):
+        return  # a valid shape, consistent with the other tensors' batch: not an error case
+    tensors = [good(n, batch) if n != culprit else torch.ones(shape, dtype=torch.float64) for n in NAMES]
+    if valid_shape(culprit, shape):  # valid on its own, but its batch size disagrees with the others
+        expect_input_error(bad_input_layer, tensors, culprit, "disagree on the batch size")
+    elif len(shape) == len(base) + 1 and shape[1:] == base:  # a batch of 0
+        expect_input_error(bad_input_layer, tensors, culprit, "empty batch dimension")
+    else:
+        expected = re.escape(f"expects shape {base}") + ".*" + re.escape(f"got {shape}.")
+        expect_input_error(bad_input_layer, tensors, culprit, expected)
+
+
+@fuzz(80)
+@given(
+    culprit=st.sampled_from(NAMES),
+    batch=st.sampled_from([None, 1, 2, 4]),
+    bad=st.sampled_from([float("nan"), float("inf"), -float("inf")]),
+    positions=st.lists(st.integers(0, 1000), min_size=1, max_size=3),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    batch_others=st.booleans(),
+)
+def test_random_nan_inf_positions(bad_input_layer, culprit, batch, bad, positions, dtype, batch_others):
+    tensors = []
+    for name in NAMES:
+        t = good(name, batch if (name == culprit or batch_others) else None, dtype)
+        if name == culprit:
+            flat = t.view(-1)
+            for p in positions:
+                flat[p % flat.numel()] = bad
+            first_item = None
+            if batch is not None:
+                per_item = max(1, int(np.prod(SHAPES[name])))
+                first_item = min(p % flat.numel() for p in positions) // per_item
+        tensors.append(t)
+    pattern = "contains NaN or Inf" + (f" at batch item {first_item}" if first_item is not None else "") + r"\.$"
+    expect_input_error(bad_input_layer, tensors, culprit, pattern)
+
+
+@fuzz(40)
+@given(count=st.integers(0, 6).filter(lambda k: k != 3), batch=st.sampled_from([None, 2]))
+def test_random_wrong_counts(bad_input_layer, count, batch):
+    tensors = [good(NAMES[i % 3], batch) for i in range(count)]
+    pattern = rf"takes 3 parameter tensors \('c', 'b', 's'\), got {count}\."
+    expect_input_error(bad_input_layer, tensors, None, pattern)
+
+
+@fuzz(40)
+@given(
+    culprit=st.sampled_from(NAMES),
+    dtype=st.sampled_from([torch.int8, torch.int32, torch.int64, torch.uint8, torch.bool,
+                           torch.complex64, torch.complex128]),
+    batch=st.sampled_from([None, 3]),
+)
+def test_random_bad_dtypes(bad_input_layer, culprit, dtype, batch):
+    tensors = [good(n, batch) for n in NAMES]
+    i = NAMES.index(culprit)
+    tensors[i] = tensors[i].to(dtype)
+    expect_input_error(bad_input_layer, tensors, culprit, "real floating-point")
+
+
+@fuzz(40)
+@given(batch=st.sampled_from([None, 1, 3]), value=st.floats(-100, -1e-3), position=st.integers(0, 10))
+def test_random_attribute_violations(bad_input_layer, batch, value, position):
+    tensors = [good(n, batch) for n in NAMES]
+    s = tensors[2]
+    s.view(-1)[position % s.numel()] = value
+    where = rf" \(batch item {position % s.numel()}\)" if batch is not None else ""
+    expect_input_error(bad_input_layer, tensors, "s", rf"declared nonneg, but its value is not{where}\.$")
