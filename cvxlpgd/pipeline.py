@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -125,36 +125,60 @@ class LayerCall:
         program, failed = self.program, self.failed
 
         def item(i: int, chunk: int) -> tuple[DataGradient | None, dict[int, str]]:
+            """The item's gradient (None if it cannot be had) and the re-solves that failed."""
             if failed[i]:
                 return None, {}
             base, star = program.item(i), self.solutions[i]
-            perturbed, bad = {}, {}
-            for sign in signs(config):
+            workspace = self._workspace(chunk, config.rho)
+
+            def resolve(sign: int) -> Solution:
                 problem = perturbed_program(base, star, dx[i], None if dy is None else dy[i], sign, config)
-                workspace = self._workspace(chunk, config.rho)
-                perturbed[sign] = self.solver.solve(problem, warm_start=star, workspace=workspace)
-                if not perturbed[sign].usable:
-                    bad[sign] = perturbed[sign].status
-            if bad:
+                return self.solver.solve(problem, warm_start=star, workspace=workspace)
+
+            perturbed = {sign: resolve(sign) for sign in signs(config)}
+            bad = {sign: z.status for sign, z in perturbed.items() if not z.usable}
+            if not bad:
+                return lpgd_item_gradient(program.structure, star, perturbed, config), {}
+            if not config.fallback:
                 return None, bad
-            return lpgd_item_gradient(program.structure, star, perturbed, config), {}
+            for sign in (1, -1):  # a one-sided config has not tried the other side yet
+                if sign not in perturbed:
+                    perturbed[sign] = resolve(sign)
+                    if not perturbed[sign].usable:
+                        bad[sign] = perturbed[sign].status
+            usable = [sign for sign in (1, -1) if perturbed[sign].usable]
+            if not usable:
+                return None, bad
+            one_sided = replace(config, side="lower" if usable[0] == 1 else "upper")
+            return lpgd_item_gradient(program.structure, star, perturbed, one_sided), bad
 
         results = map_items(item, program.batch_size, self.executor)
         failures = {(i, sign): status for i, (_, bad) in enumerate(results) for sign, status in bad.items()}
-        if failures:
-            self._report_perturbed_failures(failures, config)
+        lost = {key: status for key, status in failures.items() if results[key[0]][0] is None}
+        if lost:
+            self._report_perturbed_failures(lost, config)
+        elif failures:
+            warnings.warn(
+                f"LPGD (tau={config.tau}) fell back to a one-sided estimate where a re-solve failed: "
+                f"{self._failure_text(failures)}.",
+                stacklevel=4,
+            )
         return [g for g, _ in results]
 
-    def _report_perturbed_failures(self, failures: dict[tuple[int, int], str], config: LPGD) -> None:
-        text = "; ".join(
+    @staticmethod
+    def _failure_text(failures: dict[tuple[int, int], str]) -> str:
+        return "; ".join(
             f"item {i}, {_SIDE_NAMES[sign]} side: {status}"
             for (i, sign), status in list(failures.items())[:_MAX_LISTED]
         )
+
+    def _report_perturbed_failures(self, failures: dict[tuple[int, int], str], config: LPGD) -> None:
         message = (
-            f"LPGD re-solve with tau={config.tau}, rho={config.rho} failed ({text}). A perturbed "
-            "cost can make the problem unbounded and a perturbed right-hand side infeasible. "
-            "Remedies: a smaller tau, rho > 0 (keeps the perturbed problem bounded), or the "
-            "other side (side='lower' or 'upper')."
+            f"LPGD re-solve with tau={config.tau}, rho={config.rho} failed "
+            f"({self._failure_text(failures)}). A perturbed cost can make the problem unbounded "
+            "and a perturbed right-hand side infeasible. Remedies: a smaller tau, rho > 0 (keeps "
+            "the perturbed problem bounded), the other side (side='lower' or 'upper'), or "
+            "LPGD(fallback=True) to use the side that works."
         )
         if self.on_failure == "raise":
             first_sign = next(iter(failures))[1]

@@ -30,11 +30,15 @@ class LPGD:
     rho:  proximal weight; ``rho > 0`` adds ``rho/2 ||x - x*||^2`` to the perturbed problems,
           which makes them strongly convex (bounded, smoother gradients) at the price of bias.
     side: ``"lower"`` uses the ``+tau`` solve, ``"upper"`` the ``-tau`` one, ``"central"`` both.
+    fallback: when a perturbed problem is infeasible or unbounded on one side, use the one-sided
+          estimate of the other side (solving it if the side was not in use) and warn, instead
+          of failing the item. Off by default, so that a changed estimator is never silent.
     """
 
     tau: float = DEFAULT_TAU
     rho: float = 0.0
     side: Side = "central"
+    fallback: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.tau, (int, float)) or not math.isfinite(self.tau) or self.tau <= 0:
@@ -43,6 +47,8 @@ class LPGD:
             raise ValueError(f"LPGD rho must be a finite number >= 0, got {self.rho!r}.")
         if self.side not in _SIGNS:
             raise ValueError(f"LPGD side must be one of {sorted(_SIGNS)}, got {self.side!r}.")
+        if not isinstance(self.fallback, bool):
+            raise TypeError(f"LPGD fallback must be True or False, got {self.fallback!r}.")
 
 
 @dataclass(frozen=True)
