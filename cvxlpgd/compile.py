@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import cvxpy as cp
 import numpy as np
@@ -112,17 +113,25 @@ class ProgramBatch:
     shared_matrices: bool  # no parameter enters A or P: every item has the same matrices
 
     def item(self, i: int) -> ConeProgram:
-        s = self.structure
-        P = None
-        if s.P is not None:
-            P = s.P.matrix(self.P_values[min(i, self.P_values.shape[0] - 1)])
+        A, P = self._shared_matrices if self.shared_matrices else self._matrices(i)
         return ConeProgram(
-            A=s.A.matrix(self.A_values[min(i, self.A_values.shape[0] - 1)]),
+            A=A,
             b=self.b[min(i, self.b.shape[0] - 1)],
             c=self.c[min(i, self.c.shape[0] - 1)],
-            dims=s.dims,
+            dims=self.structure.dims,
             P=P,
         )
+
+    def _matrices(self, i: int) -> tuple[sp.csc_array, sp.csc_array | None]:
+        s = self.structure
+        A = s.A.matrix(self.A_values[min(i, self.A_values.shape[0] - 1)])
+        P = None if s.P is None else s.P.matrix(self.P_values[min(i, self.P_values.shape[0] - 1)])
+        return A, P
+
+    @cached_property
+    def _shared_matrices(self) -> tuple[sp.csc_array, sp.csc_array | None]:
+        """Built once per batch when every item has the same A and P."""
+        return self._matrices(0)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from cvxlpgd.gradients.lpgd import (
     DataGradient,
     lpgd_item_gradient,
     perturbed_program,
+    proximal_P,
     signs,
     stack,
 )
@@ -123,6 +124,8 @@ class LayerCall:
 
     def _lpgd(self, dx: np.ndarray, dy: np.ndarray | None, config: LPGD) -> list[DataGradient | None]:
         program, failed = self.program, self.failed
+        n = program.structure.n
+        shared_P_rho = proximal_P(program.item(0).P, n, config.rho) if program.shared_matrices else None
 
         def item(i: int, chunk: int) -> tuple[DataGradient | None, dict[int, str]]:
             """The item's gradient (None if it cannot be had) and the re-solves that failed."""
@@ -130,9 +133,11 @@ class LayerCall:
                 return None, {}
             base, star = program.item(i), self.solutions[i]
             workspace = self._workspace(chunk, config.rho)
+            P_rho = shared_P_rho if program.shared_matrices else proximal_P(base.P, n, config.rho)
 
             def resolve(sign: int) -> Solution:
-                problem = perturbed_program(base, star, dx[i], None if dy is None else dy[i], sign, config)
+                item_dy = None if dy is None else dy[i]
+                problem = perturbed_program(base, P_rho, star, dx[i], item_dy, sign, config)
                 return self.solver.solve(problem, warm_start=star, workspace=workspace)
 
             perturbed = {sign: resolve(sign) for sign in signs(config)}

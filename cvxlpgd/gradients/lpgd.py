@@ -80,19 +80,27 @@ def _difference(plus: DataGradient, minus: DataGradient, scale: float) -> DataGr
     )
 
 
+def proximal_P(P: sp.csc_array | None, n: int, rho: float) -> sp.csc_array | None:
+    """P + rho I (upper triangle), the quadratic term of the perturbed problems."""
+    if rho == 0:
+        return P
+    upper = sp.triu(P if P is not None else sp.csc_array((n, n)))
+    return sp.csc_array(upper + rho * sp.identity(n, format="csc"))
+
+
 def perturbed_program(
-    program: ConeProgram, solution: Solution, dx: np.ndarray, dy: np.ndarray | None, sign: int, config: LPGD
+    program: ConeProgram,
+    P_rho: sp.csc_array | None,
+    solution: Solution,
+    dx: np.ndarray,
+    dy: np.ndarray | None,
+    sign: int,
+    config: LPGD,
 ) -> ConeProgram:
-    """P + rho I,  c + sign tau dx - rho x*,  b - sign tau dy;  same A and cones."""
-    P = program.P
-    if config.rho > 0:
-        n = program.c.size
-        P = sp.csc_array(
-            sp.triu(P if P is not None else sp.csc_array((n, n))) + config.rho * sp.identity(n, format="csc")
-        )
+    """P + rho I (given as ``P_rho``),  c + sign tau dx - rho x*,  b - sign tau dy;  same A, cones."""
     c = program.c + sign * config.tau * dx - config.rho * solution.x
     b = program.b if dy is None else program.b - sign * config.tau * dy
-    return ConeProgram(A=program.A, b=b, c=c, dims=program.dims, P=P)
+    return ConeProgram(A=program.A, b=b, c=c, dims=program.dims, P=P_rho)
 
 
 def lpgd_item_gradient(
