@@ -190,8 +190,9 @@ class Recovery:
         dz = (self.matrix.T @ flat.T).T
         return dz[:, : self.n], dz[:, self.n :]
 
-    @property
+    @cached_property
     def uses_duals(self) -> bool:
+        """Whether any output reads ``y``: only then does LPGD perturb ``b``."""
         return bool(self.matrix[:, self.n :].nnz)
 
 
@@ -209,7 +210,7 @@ def _c_to_f_permutation(shape: tuple[int, ...]) -> np.ndarray:
 def _parameter_lowering(param: cp.Parameter, lowered_size: int) -> sp.csr_array:
     """Sparse map: the C-order flat value a user passes -> CVXPY's internal parameter vector."""
     size = param.size
-    if lowered_size == size and not param._has_dim_reducing_attr:
+    if lowered_size == size:  # stored as is (also a 1 x 1 symmetric parameter)
         perm = _c_to_f_permutation(param.shape)
         return sp.csr_array((np.ones(size), (np.arange(size), perm)), shape=(size, size))
     n = param.shape[-1]
