@@ -7,7 +7,17 @@ subclass ``RuntimeError`` and carry the failing batch items with their statuses.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from collections.abc import Mapping
+
+import torch
+
+_INTERNAL_PREFIXES = (
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,
+    os.path.dirname(os.path.abspath(torch.__file__)) + os.sep,
+)
 
 
 class SolverError(RuntimeError):
@@ -32,3 +42,12 @@ class PerturbedSolveError(SolverError):
         super().__init__(message, statuses)
         self.side = side
         self.tau = tau
+
+
+def warn_user(message: str) -> None:
+    """Warn, attributing the warning to the first caller outside cvxlpgd and torch, so that the
+    reported file and line are the user's (the stack depth through torch varies)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL_PREFIXES):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level + 1)

@@ -6,7 +6,6 @@ Backward: output grads --recovery'--> (dx, dy) --LPGD or implicit--> data grads 
 
 from __future__ import annotations
 
-import warnings
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -16,7 +15,7 @@ import numpy as np
 from cvxlpgd.batch import chunk_count, map_items
 from cvxlpgd.compile import CompiledProblem, ProgramBatch
 from cvxlpgd.cone import OPTIMAL_INACCURATE, Solution
-from cvxlpgd.errors import PerturbedSolveError, SolverError
+from cvxlpgd.errors import PerturbedSolveError, SolverError, warn_user
 from cvxlpgd.gradients.implicit import Adjoint, implicit_backward, implicit_solve
 from cvxlpgd.gradients.lpgd import (
     LPGD,
@@ -101,15 +100,12 @@ class LayerCall:
                 bad,
             )
         if bad:
-            warnings.warn(
-                f"{name} failed on batch item(s) {_listing(bad)}; their outputs are NaN.", stacklevel=4
-            )
+            warn_user(f"{name} failed on batch item(s) {_listing(bad)}; their outputs are NaN.")
         inaccurate = [i for i, s in enumerate(self.solutions) if s.status == OPTIMAL_INACCURATE]
         if inaccurate:
-            warnings.warn(
+            warn_user(
                 f"{name} solved {len(inaccurate)} batch item(s) only inaccurately (items "
                 f"{inaccurate[:_MAX_LISTED]}); consider tighter solver_args or more iterations.",
-                stacklevel=4,
             )
 
     def backward(self, output_grads: list[np.ndarray]) -> np.ndarray:
@@ -163,10 +159,9 @@ class LayerCall:
         if lost:
             self._report_perturbed_failures(lost, config)
         elif failures:
-            warnings.warn(
+            warn_user(
                 f"LPGD (tau={config.tau}) fell back to a one-sided estimate where a re-solve failed: "
                 f"{self._failure_text(failures)}.",
-                stacklevel=4,
             )
         return [g for g, _ in results]
 
@@ -193,4 +188,4 @@ class LayerCall:
                 side="lower" if first_sign == 1 else "upper",
                 tau=config.tau,
             )
-        warnings.warn(message + " Those items get zero gradient.", stacklevel=4)
+        warn_user(message + " Those items get zero gradient.")

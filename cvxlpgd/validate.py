@@ -41,6 +41,8 @@ def check_problem(
     parameters, variables = list(parameters), list(variables)
     if not problem.parameters():
         raise ValueError("The problem has no parameters: there is nothing for a layer to take as input.")
+    if any(leaf.is_complex() for leaf in [*problem.parameters(), *problem.variables()]):
+        raise ValueError("The problem has complex parameters or variables; cvxlpgd supports real ones only.")
     if any(v.attributes.get("boolean") or v.attributes.get("integer") for v in problem.variables()):
         raise ValueError(
             "The problem has integer or boolean variables; cvxlpgd layers need a convex problem."
@@ -144,6 +146,9 @@ def check_inputs(params: Sequence[object], parameters: Sequence[cp.Parameter]) -
     for i, (value, param) in enumerate(zip(params, parameters, strict=True)):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{_describe(param, i)} must be a torch.Tensor, got {type(value).__name__}.")
+        if value.layout != torch.strided or value.is_meta:
+            kind = "a meta tensor" if value.is_meta else f"layout {value.layout}"
+            raise TypeError(f"{_describe(param, i)} must be a dense tensor with data, got {kind}.")
         if value.is_complex() or not value.is_floating_point():
             raise TypeError(
                 f"{_describe(param, i)} must be a real floating-point tensor, got dtype {value.dtype}."

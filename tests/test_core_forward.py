@@ -11,7 +11,7 @@ import pytest
 import torch
 from cvxpy.utilities import scopes
 
-from cvxlpgd import CvxpyLayer
+from cvxlpgd import CvxpyLayer, SolverError
 
 ACCURATE = {"SCS": {"eps": 1e-9, "max_iters": 100_000}, "CLARABEL": {"eps": 1e-9}}
 # The same tolerances in CVXPY's own spelling, for the reference solves.
@@ -174,9 +174,9 @@ def test_solver_names_and_overrides() -> None:
     for name in ("scs", cp.SCS, "Clarabel", cp.CLARABEL):
         layer = CvxpyLayer(problem, params, outputs, solver=name, solver_args={"eps": 1e-9})
         assert torch.allclose(layer(*values)[0], reference, atol=1e-6)
-    loose = CvxpyLayer(problem, params, outputs, solver="SCS", solver_args={"eps": 1e-1, "max_iters": 5})
-    with pytest.warns(UserWarning):
-        rough = loose(*values)[0]
-    precise = loose(*values, solver_args={"eps": 1e-9, "max_iters": 100_000})[0]
+    starved = CvxpyLayer(problem, params, outputs, solver="SCS", solver_args={"max_iters": 5})
+    with pytest.raises(SolverError, match="iteration_limit"):
+        starved(*values)
+    precise = starved(*values, solver_args={"eps": 1e-9, "max_iters": 100_000})[0]
     assert torch.allclose(precise, reference, atol=1e-6)
-    assert not torch.allclose(rough, reference, atol=1e-6)
+    assert starved.solver_args == {"max_iters": 5}  # the override was for one call only

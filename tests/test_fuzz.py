@@ -310,7 +310,8 @@ def test_random_nan_inf_positions(bad_input_layer, culprit, batch, bad, position
                 per_item = max(1, int(np.prod(SHAPES[name])))
                 first_item = min(p % flat.numel() for p in positions) // per_item
         tensors.append(t)
-    pattern = "contains NaN or Inf" + (f" at batch item {first_item}" if first_item is not None else "") + r"\.$"
+    where = f" at batch item {first_item}" if first_item is not None else ""
+    pattern = "contains NaN or Inf" + where + r"\.$"
     expect_input_error(bad_input_layer, tensors, culprit, pattern)
 
 

@@ -5,7 +5,9 @@ gradient (Paulus, Martius & Musil, ICML 2024). See DESIGN.md section 3 for the f
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -41,14 +43,24 @@ class LPGD:
     fallback: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.tau, (int, float)) or not math.isfinite(self.tau) or self.tau <= 0:
-            raise ValueError(f"LPGD tau must be a finite number > 0, got {self.tau!r}.")
-        if not isinstance(self.rho, (int, float)) or not math.isfinite(self.rho) or self.rho < 0:
-            raise ValueError(f"LPGD rho must be a finite number >= 0, got {self.rho!r}.")
+        # Accept numpy and torch scalars; store plain floats.
+        object.__setattr__(self, "tau", _real("tau", self.tau, "> 0", lambda t: t > 0))
+        object.__setattr__(self, "rho", _real("rho", self.rho, ">= 0", lambda r: r >= 0))
         if self.side not in _SIGNS:
             raise ValueError(f"LPGD side must be one of {sorted(_SIGNS)}, got {self.side!r}.")
         if not isinstance(self.fallback, bool):
             raise TypeError(f"LPGD fallback must be True or False, got {self.fallback!r}.")
+
+
+def _real(name: str, value: object, bound: str, holds: Callable[[float], bool]) -> float:
+    """A finite float satisfying ``holds`` from a Python, numpy or one-element torch number."""
+    is_number = isinstance(value, numbers.Real) or (
+        hasattr(value, "__float__") and getattr(value, "numel", lambda: 1)() == 1
+    )
+    number = float(value) if is_number and not isinstance(value, (bool, np.bool_)) else math.nan
+    if not (math.isfinite(number) and holds(number)):
+        raise ValueError(f"LPGD {name} must be a finite number {bound}, got {value!r}.")
+    return number
 
 
 @dataclass(frozen=True)

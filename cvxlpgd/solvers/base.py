@@ -9,7 +9,8 @@ setup do not depend on which program came first.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+import math
+from collections.abc import Callable, Collection, Hashable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -42,13 +43,36 @@ def workspace_solver(
     return workspace[key]
 
 
-def check_settings(solver: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate user settings against a backend's known settings and their types."""
+# Settings every backend understands, under these names (translated by each backend).
+COMMON_SETTINGS: dict[str, Any] = {"eps": 1e-6, "max_iters": 1}
+
+
+def _check_range(solver: str, key: str, value: Any) -> None:
+    """Tolerances must be positive and finite, iteration limits at least 1, time limits >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if key.startswith(("eps", "tol")) and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{solver} setting {key!r} must be a finite number > 0, got {value!r}.")
+    if key.startswith("max_iter") and value < 1:
+        raise ValueError(f"{solver} setting {key!r} must be at least 1, got {value!r}.")
+    if key.startswith("time_limit") and not value >= 0:
+        raise ValueError(f"{solver} setting {key!r} must be >= 0, got {value!r}.")
+
+
+def check_settings(
+    solver: str,
+    given: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    choices: Mapping[str, Collection[str]] | None = None,
+) -> dict[str, Any]:
+    """Validate settings against known names, their defaults' types, ranges and allowed values."""
     settings = {}
     for key, value in given.items():
         if key not in defaults:
             known = ", ".join(sorted(defaults))
             raise ValueError(f"Unknown {solver} setting {key!r}. Known settings: {known}.")
+        if isinstance(value, np.generic):
+            value = value.item()
         expected = type(defaults[key])
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
@@ -59,5 +83,15 @@ def check_settings(solver: str, given: Mapping[str, Any], defaults: Mapping[str,
                 f"{solver} setting {key!r} must be of type {expected.__name__}, "
                 f"got {type(value).__name__} ({value!r})."
             )
+        _check_range(solver, key, value)
+        if choices and key in choices and value not in choices[key]:
+            allowed = sorted(choices[key])
+            raise ValueError(f"{solver} setting {key!r} must be one of {allowed}, got {value!r}.")
         settings[key] = value
     return settings
+
+
+def split_common(solver: str, given: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(validated ``eps`` / ``max_iters``, the backend's own settings) from ``solver_args``."""
+    common = check_settings(solver, {k: v for k, v in given.items() if k in COMMON_SETTINGS}, COMMON_SETTINGS)
+    return common, {k: v for k, v in given.items() if k not in COMMON_SETTINGS}

@@ -20,7 +20,7 @@ from cvxlpgd.cone import (
     ConeProgram,
     Solution,
 )
-from cvxlpgd.solvers.base import Workspace, check_settings, workspace_solver
+from cvxlpgd.solvers.base import Workspace, check_settings, split_common, workspace_solver
 
 _DEFAULT_SETTINGS = clarabel.DefaultSettings()
 DEFAULTS: dict[str, Any] = {
@@ -58,14 +58,13 @@ class ClarabelSolver:
     name = "CLARABEL"
 
     def __init__(self, solver_args: Mapping[str, Any]):
-        args = dict(solver_args)
-        if "eps" in args:
-            eps = args.pop("eps")
+        common, own = split_common("CLARABEL", solver_args)
+        self.settings = check_settings("CLARABEL", own, DEFAULTS)
+        if "eps" in common:
             for key in ("tol_gap_abs", "tol_gap_rel", "tol_feas"):
-                args.setdefault(key, eps)
-        if "max_iters" in args:
-            args.setdefault("max_iter", args.pop("max_iters"))
-        self.settings = check_settings("CLARABEL", args, DEFAULTS)
+                self.settings.setdefault(key, common["eps"])
+        if "max_iters" in common:
+            self.settings.setdefault("max_iter", common["max_iters"])
         self._settings_key = tuple(sorted(self.settings.items()))
 
     def _build(self, program: ConeProgram) -> clarabel.DefaultSolver:

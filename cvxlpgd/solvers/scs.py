@@ -10,6 +10,7 @@ import scs
 
 from cvxlpgd.cone import (
     INFEASIBLE,
+    ITERATION_LIMIT,
     OPTIMAL,
     OPTIMAL_INACCURATE,
     SOLVER_ERROR,
@@ -18,7 +19,7 @@ from cvxlpgd.cone import (
     ConeProgram,
     Solution,
 )
-from cvxlpgd.solvers.base import Workspace, check_settings, workspace_solver
+from cvxlpgd.solvers.base import Workspace, check_settings, split_common, workspace_solver
 
 # Defaults, which also define the accepted names and types (SCS 3.x settings).
 DEFAULTS: dict[str, Any] = {
@@ -39,12 +40,17 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+_LINEAR_SOLVERS = frozenset(solver.value for solver in scs.LinearSolver)
+
+
 def _status(info: Mapping[str, Any]) -> str:
     value = info["status_val"]
     if value == 1:
         return OPTIMAL
-    if value == 2:  # includes "solved (inaccurate - reached max_iters)": a usable iterate
-        return OPTIMAL_INACCURATE
+    if value == 2:
+        # "solved (inaccurate - reached max_iters)" can be far from feasible: not a solution.
+        text = info["status"]
+        return ITERATION_LIMIT if "max_iters" in text or "time_limit" in text else OPTIMAL_INACCURATE
     if value in (-2, -7):
         return INFEASIBLE
     if value in (-1, -6):
@@ -67,15 +73,15 @@ class ScsSolver:
     name = "SCS"
 
     def __init__(self, solver_args: Mapping[str, Any]):
-        args = dict(solver_args)
-        if "eps" in args:
-            eps = args.pop("eps")
-            args.setdefault("eps_abs", eps)
-            args.setdefault("eps_rel", eps)
-        self.settings = {
-            **{k: DEFAULTS[k] for k in ("eps_abs", "eps_rel", "max_iters", "verbose")},
-            **check_settings("SCS", args, DEFAULTS),
-        }
+        common, own = split_common("SCS", solver_args)
+        settings = check_settings("SCS", own, DEFAULTS, {"linear_solver": _LINEAR_SOLVERS})
+        if "eps" in common:
+            settings.setdefault("eps_abs", common["eps"])
+            settings.setdefault("eps_rel", common["eps"])
+        if "max_iters" in common:
+            settings.setdefault("max_iters", common["max_iters"])
+        base = {k: DEFAULTS[k] for k in ("eps_abs", "eps_rel", "max_iters", "verbose")}
+        self.settings = {**base, **settings}
         self._settings_key = tuple(sorted(self.settings.items()))
 
     def _build(self, program: ConeProgram) -> scs.SCS:
