@@ -254,9 +254,43 @@ def _lifting(param_prob, param_id_map: dict[int, int], user_params) -> sp.csr_ar
     )
 
 
-def _affine_from_tensor(tensor: sp.csr_array, rows: np.ndarray, lift: sp.csr_array) -> AffineMap:
+@dataclass(frozen=True)
+class _TallTensor:
+    """A CVXPY data tensor: one row per entry of a flattened matrix (m (n + 1) rows for A: too
+    many for a CSR row pointer at scale), one column per parameter entry plus a constant.
+    Kept as COO triplets; rows are picked by binary search, so memory grows with nnz."""
+
+    row: np.ndarray
+    col: np.ndarray
+    data: np.ndarray
+    ncols: int
+
+    @classmethod
+    def of(cls, tensor) -> _TallTensor:
+        coo = sp.coo_array(tensor)
+        keep = coo.data != 0
+        row, col = coo.row[keep].astype(np.int64), coo.col[keep].astype(np.int64)
+        return cls(row, col, coo.data[keep], coo.shape[1])
+
+    def nonzero_rows(self) -> np.ndarray:
+        return np.unique(self.row)
+
+    def rows(self, selected: np.ndarray) -> sp.csr_array:
+        """Rows ``selected`` (unique, any order) as a (len(selected), ncols) matrix."""
+        order = np.argsort(selected)
+        ordered = selected[order]
+        if ordered.size == 0:
+            return sp.csr_array((0, self.ncols))
+        position = np.minimum(np.searchsorted(ordered, self.row), ordered.size - 1)
+        hit = ordered[position] == self.row
+        return sp.csr_array(
+            (self.data[hit], (order[position[hit]], self.col[hit])), shape=(selected.size, self.ncols)
+        )
+
+
+def _affine_from_tensor(tensor: _TallTensor, rows: np.ndarray, lift: sp.csr_array) -> AffineMap:
     """Rows ``rows`` of a CVXPY data tensor (last column = constant) as a map on user params."""
-    picked = tensor[rows]
+    picked = tensor.rows(rows)
     matrix = sp.csr_array(picked[:, :-1] @ lift)
     matrix.eliminate_zeros()
     offset = np.asarray(picked[:, [-1]].todense()).ravel()
@@ -270,19 +304,19 @@ def _scale(amap: AffineMap, factor: float) -> AffineMap:
 def _structure_and_maps(param_prob, dims: ConeDims, lift: sp.csr_array) -> ProblemMaps:
     n = param_prob.x.size
     m = dims.size
-    A_tensor = sp.csr_array(param_prob.A)
-    nonzero_rows = np.unique(A_tensor.tocoo().row)
+    A_tensor = _TallTensor.of(param_prob.A)
+    nonzero_rows = A_tensor.nonzero_rows()
     in_A = nonzero_rows < m * n  # column-major positions of [A | b]; column n holds b
     A_pattern = SparsePattern.from_flat_positions(nonzero_rows[in_A], (m, n))
     # CVXPY's form is  A_cvx x + b_cvx in K, so SCS's is  (-A_cvx) x + s = b_cvx.
     A_map = _scale(_affine_from_tensor(A_tensor, nonzero_rows[in_A], lift), -1.0)
     b_map = _affine_from_tensor(A_tensor, m * n + np.arange(m), lift)
-    c_map = _affine_from_tensor(sp.csr_array(param_prob.q), np.arange(n), lift)
+    c_map = _affine_from_tensor(_TallTensor.of(param_prob.q), np.arange(n), lift)
 
     P_pattern, P_map = None, None
     if param_prob.P is not None:
-        P_tensor = sp.csr_array(param_prob.P)
-        flat = np.unique(P_tensor.tocoo().row)
+        P_tensor = _TallTensor.of(param_prob.P)
+        flat = P_tensor.nonzero_rows()
         i, j = flat % n, flat // n
         upper = np.unique(np.minimum(i, j) + n * np.maximum(i, j))
         if upper.size:
