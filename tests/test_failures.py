@@ -114,12 +114,12 @@ def test_iteration_limit_is_reported_per_item_clarabel(lp):
 
 def test_iteration_limit_is_reported_per_item_scs(lp):
     """SCS cut off after 2 iterations: each item fails with SCS's own verdict, never silently
-    (one item SCS cannot even classify: 'could not determine problem status' -> solver_error)."""
+    (SCS's verdicts on 2-iteration iterates vary: max_iters, 'could not determine', unbounded)."""
     layer = make_layer(lp, "SCS", solver_args={"max_iters": 2})
     with pytest.raises(SolverError) as info:
         layer(*batch())
     assert set(info.value.statuses) == {0, 1, 2, 3}
-    assert set(info.value.statuses.values()) <= {"iteration_limit", "solver_error"}
+    assert not set(info.value.statuses.values()) & {"optimal", "optimal_inaccurate"}
     assert "iteration_limit" in info.value.statuses.values()
     assert layer.last_statuses == [info.value.statuses[i] for i in range(4)]
 

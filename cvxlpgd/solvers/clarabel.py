@@ -56,6 +56,7 @@ def cones(dims: ConeDims) -> list:
 
 class ClarabelSolver:
     name = "CLARABEL"
+    workspace_scope = "batch"  # built from zero b, c: its scalings depend on A and P only
 
     def __init__(self, solver_args: Mapping[str, Any]):
         common, own = split_common("CLARABEL", solver_args)
@@ -86,11 +87,9 @@ class ClarabelSolver:
         workspace: Workspace | None = None,
     ) -> Solution:
         del warm_start  # an interior-point method cannot use one
-        if workspace is None:
-            solver = self._build(program)
-        else:
-            solver = workspace_solver(workspace, ("CLARABEL", self._settings_key), program, self._build)
-            solver.update(q=program.c, b=program.b)
+        workspace = {} if workspace is None else workspace
+        solver = workspace_solver(workspace, self._settings_key, program, self._build)
+        solver.update(q=program.c, b=program.b)
         result = solver.solve()
         raw = str(result.status)
         return Solution(
