@@ -232,7 +232,10 @@ def _scale(scale: list[dict]) -> list[str]:
                 _fmt(r.get("build_s")),
                 "–" if rss is None else f"{rss / 2**20:.0f}",
                 "–" if peak_tm is None else f"{peak_tm / 2**20:.0f}",
-                "–" if not dense else f"{dense / 2**20:,.0f}" + (" (**reached**)" if dense_hit else " (no)"),
+                "–"
+                if not dense
+                else f"{dense / 2**20:,.0f}"
+                + (" (build failed)" if "error" in r else " (**reached**)" if dense_hit else " (no)"),
                 _fmt(fwd, 3),
                 _fmt(bwd, 3),
                 _fmt(raw, 3),

@@ -43,7 +43,7 @@ class SparsePattern:
     def nnz(self) -> int:
         return int(self.indices.size)
 
-    @property
+    @cached_property
     def columns(self) -> np.ndarray:
         """Column of each stored entry."""
         return np.repeat(np.arange(self.shape[1]), np.diff(self.indptr))

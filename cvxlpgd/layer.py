@@ -108,9 +108,6 @@ class CvxpyLayer(torch.nn.Module):
             solver_settings=solver.settings,
             on_failure=self.on_failure,
             executor=self.executor or default_executor(),
-            keep_workspaces=method != "implicit"
-            and torch.is_grad_enabled()
-            and any(isinstance(p, torch.Tensor) and p.requires_grad for p in params),
         )
         try:
             return _SolveFunction.apply(call, inputs, *params)

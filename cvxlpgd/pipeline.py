@@ -54,16 +54,15 @@ class LayerCall:
     program: ProgramBatch | None = None
     solutions: list[Solution] = field(default_factory=list)
     adjoints: list[Adjoint | None] = field(default_factory=list)
-    keep_workspaces: bool = False  # whether an LPGD backward will follow
-    # Solver objects with their factorizations, per chunk of the batch (solver scope "batch",
-    # items share A and P) or per item (scope "item", kept only for the LPGD re-solves), and per
-    # matrix variant rho. Owned by this call, so concurrent calls share nothing.
+    # Solver objects with their factorizations, per chunk of the batch and matrix variant rho,
+    # kept from the forward pass for the LPGD re-solves when the backend reuses them and every
+    # item shares A and P. Owned by this call, so concurrent calls share nothing.
     workspaces: list[dict[float, Workspace]] = field(default_factory=list)
 
-    def _workspace(self, item: int, chunk: int, rho: float) -> Workspace | None:
-        if self.solver.workspace_scope == "item":
-            return self.workspaces[item].setdefault(rho, {}) if self.keep_workspaces else None
-        return self.workspaces[chunk].setdefault(rho, {}) if self.program.shared_matrices else None
+    def _workspace(self, chunk: int, rho: float) -> Workspace | None:
+        if not (self.solver.reuses_workspace and self.program.shared_matrices):
+            return None
+        return self.workspaces[chunk].setdefault(rho, {})
 
     @property
     def failed(self) -> np.ndarray:
@@ -77,11 +76,9 @@ class LayerCall:
             )
         else:
             program = self.program
-            per_item = self.solver.workspace_scope == "item"
-            count = program.batch_size if per_item else chunk_count(program.batch_size, self.executor)
-            self.workspaces = [{} for _ in range(count)]
+            self.workspaces = [{} for _ in range(chunk_count(program.batch_size, self.executor))]
             self.solutions = map_items(
-                lambda i, chunk: self.solver.solve(program.item(i), workspace=self._workspace(i, chunk, 0.0)),
+                lambda i, chunk: self.solver.solve(program.item(i), workspace=self._workspace(chunk, 0.0)),
                 program.batch_size,
                 self.executor,
             )
@@ -132,7 +129,7 @@ class LayerCall:
             if failed[i]:
                 return None, {}
             base, star = program.item(i), self.solutions[i]
-            workspace = self._workspace(i, chunk, config.rho)
+            workspace = self._workspace(chunk, config.rho)
             P_rho = shared_P_rho if program.shared_matrices else proximal_P(base.P, n, config.rho)
 
             def resolve(sign: int) -> Solution:

@@ -3,7 +3,7 @@
 A backend turns a ``ConeProgram`` into a ``Solution``. When the caller passes a
 ``workspace`` (a dict it owns, for programs that share ``A`` and ``P``), the backend keeps its
 solver object there, with its factorization, and only updates ``b`` and ``c`` for the next
-program; ``workspace_scope`` says which programs may share one. Objects are built from zero
+program, where ``reuses_workspace`` says that pays. Objects are built from zero
 ``b`` and ``c``, so that the scalings a solver derives at setup do not depend on which program
 came first.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Hashable, Mapping
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,9 +23,8 @@ Workspace = dict
 
 class ConeSolver(Protocol):
     name: str
-    # "batch": one workspace may serve every item that shares A and P (state is data-free).
-    # "item": a workspace adapts to the item it solved, so it only serves that item again.
-    workspace_scope: Literal["batch", "item"]
+    # Whether a workspace pays off across programs that share A and P (see each backend).
+    reuses_workspace: bool
 
     def solve(
         self,

@@ -19,7 +19,7 @@ from cvxlpgd.cone import (
     ConeProgram,
     Solution,
 )
-from cvxlpgd.solvers.base import Workspace, check_settings, split_common, workspace_solver
+from cvxlpgd.solvers.base import Workspace, check_settings, split_common
 
 # Defaults, which also define the accepted names and types (SCS 3.x settings).
 DEFAULTS: dict[str, Any] = {
@@ -71,9 +71,10 @@ def cone_dict(dims: ConeDims) -> dict[str, Any]:
 
 class ScsSolver:
     name = "SCS"
-    # SCS adapts its step scale to the data and keeps it in the workspace: a workspace reused for
-    # another item starts from a badly adapted scale (measured 3-4x the iterations on LPs).
-    workspace_scope = "item"
+    # SCS adapts its step scale during a solve and keeps it: a workspace that has solved once
+    # needs 2-3x the iterations on the next program, even the same item perturbed (dense LP:
+    # 525 vs 225 fresh), which costs more than the setup it saves. So every solve is fresh.
+    reuses_workspace = False
 
     def __init__(self, solver_args: Mapping[str, Any]):
         common, own = split_common("SCS", solver_args)
@@ -85,7 +86,6 @@ class ScsSolver:
             settings.setdefault("max_iters", common["max_iters"])
         base = {k: DEFAULTS[k] for k in ("eps_abs", "eps_rel", "max_iters", "verbose")}
         self.settings = {**base, **settings}
-        self._settings_key = tuple(sorted(self.settings.items()))
 
     def _build(self, program: ConeProgram) -> scs.SCS:
         data = {"A": program.A, "b": program.b, "c": program.c}
@@ -99,11 +99,8 @@ class ScsSolver:
         warm_start: Solution | None = None,
         workspace: Workspace | None = None,
     ) -> Solution:
-        # One construction path (zero b, c, then update) whether or not the workspace is kept,
-        # so results never depend on whether a gradient will be needed.
-        workspace = {} if workspace is None else workspace
-        solver = workspace_solver(workspace, self._settings_key, program, self._build)
-        solver.update(b=program.b, c=program.c)
+        del workspace  # never reused: see reuses_workspace
+        solver = self._build(program)
         if warm_start is not None:
             result = solver.solve(True, warm_start.x, warm_start.y, warm_start.s)
         else:
