@@ -151,17 +151,10 @@ def test_iteration_limit_implicit_clarabel(lp):
     assert layer.last_statuses == ["iteration_limit"] * 4
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("kind", ["infeasible", "unbounded"])
-def test_failed_item_status_implicit_scs(lp, kind):
-    layer = make_layer(lp, "SCS", gradient="implicit")
-    with pytest.raises(SolverError) as info:
-        layer(*batch(1, kind))
-    assert info.value.statuses == {1: kind}
-
-
-@pytest.mark.parametrize("kind", ["infeasible", "unbounded"])
-def test_failed_item_status_implicit_clarabel(lp, kind):
-    layer = make_layer(lp, "CLARABEL", gradient="implicit")
+def test_failed_item_status_implicit(lp, solver, kind):
+    layer = make_layer(lp, solver, gradient="implicit")
     with pytest.raises(SolverError) as info:
         layer(*batch(1, kind))
     assert info.value.statuses == {1: kind}
