@@ -6,7 +6,7 @@ with dual y in K* and optimality  Px + A'y + c = 0.  ``P`` holds the upper trian
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -78,7 +78,6 @@ class Solution:
     solver_status: str = ""
     iterations: int = 0
     solve_time: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     @property
     def usable(self) -> bool:
