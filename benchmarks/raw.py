@@ -31,8 +31,8 @@ from cvxlpgd.solvers.scs import cone_dict
 
 def items_of(layer: Any, theta: np.ndarray) -> list[ConeProgram]:
     """The conic programs the layer solves for the batch ``theta`` (B, p)."""
-    compiled = layer._compiled_for(layer.gradient)
-    batch = compiled.maps.program(theta)
+    compiled = layer.compiled()
+    batch = compiled.maps.apply(theta)
     return [batch.item(i) for i in range(theta.shape[0])]
 
 

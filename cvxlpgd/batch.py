@@ -1,16 +1,18 @@
-"""Run independent per-item work of a batch on an executor.
+"""Split a batch into contiguous chunks and run per-chunk work on an executor.
 
 SCS and Clarabel release the GIL while they solve, so a thread pool gives real parallelism.
-Items are grouped into one contiguous chunk per worker to keep the per-task overhead small.
+One chunk per worker keeps the per-task overhead small; the items of a chunk run in order in
+one task, so per-chunk state (a solver workspace) is never used by two threads at once, and a
+given batch always meets it in the same order (bitwise reproducible results).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -27,25 +29,25 @@ def default_executor() -> ThreadPoolExecutor:
         return _default
 
 
-def chunk_count(batch_size: int, executor: Executor | None) -> int:
-    """How many contiguous chunks ``map_items`` splits a batch into (fixed for a given executor)."""
-    if executor is None or batch_size <= 1:
-        return 1
-    return min(batch_size, getattr(executor, "_max_workers", None) or os.cpu_count() or 1)
+def chunk_bounds(batch_size: int, executor: Executor | None) -> list[tuple[int, int]]:
+    """Contiguous ``(start, stop)`` item ranges, one per worker (fixed for a given executor)."""
+    chunks = 1
+    if executor is not None and batch_size > 1:
+        chunks = min(batch_size, getattr(executor, "_max_workers", None) or os.cpu_count() or 1)
+    edges = [batch_size * k // chunks for k in range(chunks + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
 
 
-def map_items(work: Callable[[int, int], T], batch_size: int, executor: Executor | None) -> list[T]:
-    """``[work(item, chunk) for item in range(batch_size)]``, one task per chunk on ``executor``.
+def in_process(executor: Executor | None) -> bool:
+    """Whether the executor's workers share this process's memory (results need not pickle)."""
+    return executor is None or isinstance(executor, ThreadPoolExecutor)
 
-    Items of one chunk run in order in one task, so per-chunk state (a solver workspace) is
-    never used by two threads at once, and the same batch always meets it in the same order.
-    """
-    chunks = chunk_count(batch_size, executor)
-    bounds = [batch_size * k // chunks for k in range(chunks + 1)]
 
-    def run_chunk(k: int) -> list[T]:
-        return [work(i, k) for i in range(bounds[k], bounds[k + 1])]
-
-    if chunks == 1:
-        return run_chunk(0)
-    return [result for chunk in executor.map(run_chunk, range(chunks)) for result in chunk]
+def run_chunks(
+    work: Callable[..., T], arguments: Sequence[tuple[Any, ...]], executor: Executor | None
+) -> list[T]:
+    """``[work(*args) for args in arguments]``, one task per chunk on ``executor``."""
+    if executor is None or len(arguments) == 1:
+        return [work(*args) for args in arguments]
+    futures = [executor.submit(work, *args) for args in arguments]
+    return [future.result() for future in futures]

@@ -1,12 +1,12 @@
-"""CVXPY problem -> conic program maps, built once per layer.
+"""The CVXPY side: canonicalize a problem once and build its maps (the types live in program.py).
 
 ``compile_problem`` canonicalizes a DPP problem with CVXPY and turns its parametrized cone
-program into three linear pieces that the layer applies to a whole batch at once:
+program into the pieces that the layer applies to a whole batch at once:
 
 * ``ProblemMaps``: parameters -> conic data (values of ``P``, ``A`` on fixed sparsity
-  patterns, and ``b``, ``c``), an affine map, plus its adjoint for the backward pass;
+  patterns, and ``b``, ``c``), an affine map, and its adjoint for the backward pass;
 * ``Recovery``: conic solution ``(x, y)`` -> requested variables and dual variables, a linear
-  map, plus its adjoint;
+  map, and its adjoint;
 * the ``ConeStructure`` shared by every item (cone sizes and sparsity patterns).
 
 No CVXPY work happens after compilation.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from functools import cached_property
 
 import cvxpy as cp
 import numpy as np
@@ -26,180 +25,18 @@ from cvxpy.constraints import PSD, SOC, ExpCone, PowCone3D
 from cvxpy.utilities import scopes
 from cvxpy.utilities.psd_utils import tri_to_full
 
-from cvxlpgd.cone import ConeDims, ConeProgram
+from cvxlpgd.cone import ConeDims
+from cvxlpgd.program import (
+    AffineMap,
+    CompiledProblem,
+    ConeStructure,
+    ConicForm,
+    ProblemMaps,
+    Recovery,
+    SparsePattern,
+)
 
 _SYMMETRIC_ATTRIBUTES = ("symmetric", "PSD", "NSD")
-
-
-@dataclass(frozen=True)
-class SparsePattern:
-    """A fixed CSC sparsity pattern; values for it are vectors in CSC order."""
-
-    indices: np.ndarray  # row of each stored entry
-    indptr: np.ndarray
-    shape: tuple[int, int]
-
-    @property
-    def nnz(self) -> int:
-        return int(self.indices.size)
-
-    @cached_property
-    def columns(self) -> np.ndarray:
-        """Column of each stored entry."""
-        return np.repeat(np.arange(self.shape[1]), np.diff(self.indptr))
-
-    def matrix(self, values: np.ndarray) -> sp.csc_array:
-        return sp.csc_array((values, self.indices, self.indptr), shape=self.shape)
-
-    @classmethod
-    def from_flat_positions(cls, flat: np.ndarray, shape: tuple[int, int]) -> SparsePattern:
-        """Pattern of the entries at sorted column-major positions ``flat``."""
-        rows, cols = flat % shape[0], flat // shape[0]
-        indptr = np.zeros(shape[1] + 1, dtype=np.int64)
-        np.add.at(indptr, cols + 1, 1)
-        return cls(rows.astype(np.int64), np.cumsum(indptr), shape)
-
-
-@dataclass(frozen=True)
-class AffineMap:
-    """``values = theta @ matrix.T + offset`` for a batch ``theta`` of shape (B, p)."""
-
-    matrix: sp.csr_array  # (k, p)
-    offset: np.ndarray  # (k,)
-
-    @property
-    def constant(self) -> bool:
-        """True when no parameter enters: every item shares ``offset``."""
-        return self.matrix.nnz == 0
-
-    def apply(self, theta: np.ndarray) -> np.ndarray:
-        """(B, p) -> (B, k), or (1, k) when constant."""
-        if self.constant:
-            return self.offset[None, :]
-        return (self.matrix @ theta.T).T + self.offset
-
-    def adjoint(self, grad: np.ndarray) -> np.ndarray:
-        """(B, k) -> (B, p): the transpose of ``apply`` without its offset."""
-        return (self.matrix.T @ grad.T).T
-
-
-@dataclass(frozen=True)
-class ConeStructure:
-    """What every item of a batch shares: cone sizes and sparsity patterns."""
-
-    dims: ConeDims
-    A: SparsePattern
-    P: SparsePattern | None  # upper triangle
-
-    @property
-    def n(self) -> int:
-        return self.A.shape[1]
-
-    @property
-    def m(self) -> int:
-        return self.A.shape[0]
-
-
-@dataclass
-class ProgramBatch:
-    """Conic data of a batch; a leading dimension of 1 means shared by all items."""
-
-    structure: ConeStructure
-    A_values: np.ndarray  # (B or 1, nnz_A)
-    b: np.ndarray  # (B or 1, m)
-    c: np.ndarray  # (B or 1, n)
-    P_values: np.ndarray | None  # (B or 1, nnz_P)
-    batch_size: int
-    shared_matrices: bool  # no parameter enters A or P: every item has the same matrices
-
-    def item(self, i: int) -> ConeProgram:
-        A, P = self._shared_matrices if self.shared_matrices else self._matrices(i)
-        return ConeProgram(
-            A=A,
-            b=self.b[min(i, self.b.shape[0] - 1)],
-            c=self.c[min(i, self.c.shape[0] - 1)],
-            dims=self.structure.dims,
-            P=P,
-        )
-
-    def _matrices(self, i: int) -> tuple[sp.csc_array, sp.csc_array | None]:
-        s = self.structure
-        A = s.A.matrix(self.A_values[min(i, self.A_values.shape[0] - 1)])
-        P = None if s.P is None else s.P.matrix(self.P_values[min(i, self.P_values.shape[0] - 1)])
-        return A, P
-
-    @cached_property
-    def _shared_matrices(self) -> tuple[sp.csc_array, sp.csc_array | None]:
-        """Built once per batch when every item has the same A and P."""
-        return self._matrices(0)
-
-
-@dataclass(frozen=True)
-class ProblemMaps:
-    """Affine maps from the flat user parameters to the conic data."""
-
-    structure: ConeStructure
-    A: AffineMap
-    b: AffineMap
-    c: AffineMap
-    P: AffineMap | None
-
-    def program(self, theta: np.ndarray) -> ProgramBatch:
-        return ProgramBatch(
-            structure=self.structure,
-            A_values=self.A.apply(theta),
-            b=self.b.apply(theta),
-            c=self.c.apply(theta),
-            P_values=None if self.P is None else self.P.apply(theta),
-            batch_size=theta.shape[0],
-            shared_matrices=self.A.constant and (self.P is None or self.P.constant),
-        )
-
-    def parameter_gradient(
-        self, dA: np.ndarray, db: np.ndarray, dc: np.ndarray, dP: np.ndarray | None
-    ) -> np.ndarray:
-        """Adjoint of ``program``: gradients w.r.t. conic data (B, .) -> (B, p)."""
-        grad = self.A.adjoint(dA) + self.b.adjoint(db) + self.c.adjoint(dc)
-        if dP is not None and self.P is not None:
-            grad += self.P.adjoint(dP)
-        return grad
-
-
-@dataclass(frozen=True)
-class Recovery:
-    """Linear map from a conic solution ``z = (x, y)`` to the requested outputs."""
-
-    matrix: sp.csr_array  # (sum of output sizes, n + m)
-    shapes: tuple[tuple[int, ...], ...]
-    n: int
-
-    def outputs(self, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
-        """(B, n), (B, m) -> one (B, *shape) array per requested output (C order)."""
-        flat = (self.matrix @ np.hstack([x, y]).T).T
-        sizes = np.cumsum([int(np.prod(s)) for s in self.shapes])[:-1]
-        batch = x.shape[0]
-        return [
-            part.reshape((batch, *shape))
-            for part, shape in zip(np.split(flat, sizes, axis=1), self.shapes, strict=True)
-        ]
-
-    def adjoint(self, grads: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """One (B, *shape) gradient per output -> (dx (B, n), dy (B, m))."""
-        batch = grads[0].shape[0]
-        flat = np.hstack([g.reshape(batch, -1) for g in grads])
-        dz = (self.matrix.T @ flat.T).T
-        return dz[:, : self.n], dz[:, self.n :]
-
-    @cached_property
-    def uses_duals(self) -> bool:
-        """Whether any output reads ``y``: only then does LPGD perturb ``b``."""
-        return bool(self.matrix[:, self.n :].nnz)
-
-
-@dataclass(frozen=True)
-class CompiledProblem:
-    maps: ProblemMaps
-    recovery: Recovery
 
 
 def _c_to_f_permutation(shape: tuple[int, ...]) -> np.ndarray:
@@ -433,17 +270,17 @@ def compile_problem(
     problem: cp.Problem,
     parameters: list[cp.Parameter],
     variables: list[cp.Variable],
-    canon_solver: str,
-    quad_obj: bool,
+    form: ConicForm,
 ) -> CompiledProblem:
-    """Canonicalize ``problem`` once for ``canon_solver`` (CVXPY's name) and build its maps.
+    """Canonicalize ``problem`` once in the conic ``form`` a gradient method asks for.
 
-    ``quad_obj`` keeps a quadratic objective as ``P`` (else CVXPY rewrites it as a cone).
     The caller has validated DPP and membership of parameters and variables.
     """
-    scope = scopes.quad_form_dpp_scope() if quad_obj else contextlib.nullcontext()
+    scope = scopes.quad_form_dpp_scope() if form.quad_obj else contextlib.nullcontext()
     with scope:
-        data, chain, _ = problem.get_problem_data(solver=canon_solver, solver_opts={"use_quad_obj": quad_obj})
+        data, chain, _ = problem.get_problem_data(
+            solver=form.canon_solver, solver_opts={"use_quad_obj": form.quad_obj}
+        )
     param_prob = data[cp.settings.PARAM_PROB]
     dims = ConeDims.from_cvxpy(data["dims"])
     param_id_map = {k: v[0] for k, v in chain.compose_param_id_map().items()}

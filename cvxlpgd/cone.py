@@ -77,7 +77,6 @@ class Solution:
     status: str
     solver_status: str = ""
     iterations: int = 0
-    solve_time: float = 0.0
 
     @property
     def usable(self) -> bool:

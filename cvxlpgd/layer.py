@@ -4,31 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import Executor
-from typing import Any, Literal
+from typing import Any
 
 import cvxpy as cp
 import numpy as np
 import torch
 
 from cvxlpgd.batch import default_executor
-from cvxlpgd.compile import CompiledProblem, compile_problem
-from cvxlpgd.gradients.lpgd import LPGD
+from cvxlpgd.compile import compile_problem
+from cvxlpgd.gradients import GradientMethod, resolve_gradient
 from cvxlpgd.pipeline import FAILURE_POLICIES, FailurePolicy, LayerCall
+from cvxlpgd.program import CompiledProblem, ConicForm
 from cvxlpgd.solvers import make_solver, solver_name
 from cvxlpgd.validate import Inputs, check_inputs, check_problem
-
-Gradient = LPGD | Literal["lpgd", "implicit"]
-
-
-def resolve_gradient(gradient: object) -> LPGD | Literal["implicit"]:
-    """``"lpgd"`` -> ``LPGD()``; an ``LPGD`` or ``"implicit"`` as is; anything else raises."""
-    if isinstance(gradient, LPGD):
-        return gradient
-    if isinstance(gradient, str) and gradient.lower() == "lpgd":
-        return LPGD()
-    if isinstance(gradient, str) and gradient.lower() == "implicit":
-        return "implicit"
-    raise ValueError(f"gradient must be 'lpgd', 'implicit' or an LPGD(...) instance, got {gradient!r}.")
 
 
 class CvxpyLayer(torch.nn.Module):
@@ -40,10 +28,12 @@ class CvxpyLayer(torch.nn.Module):
 
     Args:
         problem: a DPP ``cvxpy.Problem``.
-        parameters: every ``cp.Parameter`` of the problem, in the order tensors are passed.
+        parameters: every ``cp.Parameter`` of the problem, in the order tensors are passed
+            (kept as ``layer.cvxpy_parameters``; ``layer.parameters()`` is torch's, and empty).
         variables: the variables to output; a constraint's ``dual_variables[0]`` outputs its dual.
         solver: ``"SCS"`` or ``"CLARABEL"`` (any case, or ``cp.SCS`` / ``cp.CLARABEL``).
-        gradient: ``"lpgd"`` (default, ``LPGD()``), an ``LPGD(tau, rho, side)``, or ``"implicit"``.
+        gradient: ``"lpgd"`` (default, ``LPGD()``), an ``LPGD(tau, rho, side)``, ``"implicit"``
+            or an ``Implicit(mode)``.
         solver_args: the solver's own settings, plus ``eps`` and ``max_iters``.
         on_failure: ``"raise"`` (default) or ``"nan"``: failed items give NaN outputs and zero
             gradient, the rest of the batch is unaffected.
@@ -58,7 +48,7 @@ class CvxpyLayer(torch.nn.Module):
         variables: list[cp.Variable],
         *,
         solver: str = "SCS",
-        gradient: Gradient = "lpgd",
+        gradient: GradientMethod | str = "lpgd",
         solver_args: Mapping[str, Any] | None = None,
         on_failure: FailurePolicy = "raise",
         executor: Executor | None = None,
@@ -67,50 +57,55 @@ class CvxpyLayer(torch.nn.Module):
         self.solver = solver_name(solver)
         self.gradient = resolve_gradient(gradient)
         self.solver_args = dict(solver_args or {})
-        make_solver(self.solver, self.solver_args)  # validates the settings now
         if on_failure not in FAILURE_POLICIES:
             raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}.")
         self.on_failure = on_failure
         self.executor = executor
         self.problem = problem
-        self.parameters, self.variables = check_problem(
-            problem, parameters, variables, allow_param_quad_form=self.gradient != "implicit"
+        form = self.gradient.conic_form(make_solver(self.solver, self.solver_args))  # validates settings
+        self.cvxpy_parameters, self.variables = check_problem(
+            problem, parameters, variables, allow_param_quad_form=form.quad_obj
         )
-        self._compiled: dict[tuple[str, bool], CompiledProblem] = {}
-        self._compiled_for(self.gradient)
+        self._compiled: dict[ConicForm, CompiledProblem] = {}
+        self._compiled_for(form)
         self.last_statuses: list[str] = []
 
-    def _compiled_for(self, gradient: LPGD | str) -> CompiledProblem:
-        """The conic form a gradient needs: LPGD keeps P for the chosen solver; diffcp wants SCS's
-        conventions and no P. Compiled on first use and kept."""
-        key = ("SCS", False) if gradient == "implicit" else (self.solver, True)
-        if key not in self._compiled:
-            if gradient == "implicit":
-                check_problem(self.problem, self.parameters, self.variables, allow_param_quad_form=False)
-            self._compiled[key] = compile_problem(self.problem, self.parameters, self.variables, *key)
-        return self._compiled[key]
+    def compiled(self, gradient: GradientMethod | str | None = None) -> CompiledProblem:
+        """The conic maps the layer uses with its (or the given) gradient method: to inspect the
+        conic data (``compiled().maps.apply(theta)``) or to time the raw solver on it."""
+        method = self.gradient if gradient is None else resolve_gradient(gradient)
+        return self._compiled_for(method.conic_form(make_solver(self.solver, self.solver_args)))
+
+    def _compiled_for(self, form: ConicForm) -> CompiledProblem:
+        """The problem compiled in the conic form a gradient method needs; built on first use."""
+        if form not in self._compiled:
+            check_problem(
+                self.problem, self.cvxpy_parameters, self.variables, allow_param_quad_form=form.quad_obj
+            )
+            self._compiled[form] = compile_problem(self.problem, self.cvxpy_parameters, self.variables, form)
+        return self._compiled[form]
 
     def forward(
         self,
         *params: torch.Tensor,
         solver_args: Mapping[str, Any] | None = None,
-        gradient: Gradient | None = None,
+        gradient: GradientMethod | str | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """Solve for ``params``; ``solver_args`` and ``gradient`` override the layer's for this call."""
         method = self.gradient if gradient is None else resolve_gradient(gradient)
-        settings = {**self.solver_args, **(solver_args or {})}
-        solver = make_solver(self.solver, settings)
-        inputs = check_inputs(params, self.parameters)
+        solver = make_solver(self.solver, {**self.solver_args, **(solver_args or {})})
+        inputs = check_inputs(params, self.cvxpy_parameters)
         call = LayerCall(
-            compiled=self._compiled_for(method),
+            compiled=self._compiled_for(method.conic_form(solver)),
             solver=solver,
-            gradient=method,
-            solver_settings=solver.settings,
+            method=method,
             on_failure=self.on_failure,
             executor=self.executor or default_executor(),
         )
+        # Decided here: inside the Function's forward, grad mode is always off.
+        differentiable = torch.is_grad_enabled() and any(p.requires_grad for p in params)
         try:
-            return _SolveFunction.apply(call, inputs, *params)
+            return _SolveFunction.apply(call, inputs, differentiable, *params)
         finally:
             self.last_statuses = [s.status for s in call.solutions]
 
@@ -120,42 +115,49 @@ class CvxpyLayer(torch.nn.Module):
         return state
 
     def extra_repr(self) -> str:
-        names = [p.name() for p in self.parameters]
+        names = [p.name() for p in self.cvxpy_parameters]
         return f"solver={self.solver!r}, gradient={self.gradient!r}, parameters={names}"
 
 
 class _SolveFunction(torch.autograd.Function):
-    """Forward: solve; backward: LPGD or implicit, both in numpy (see pipeline.py)."""
+    """Forward: solve; backward: the gradient method, both in numpy (see pipeline.py)."""
 
     @staticmethod
-    def forward(ctx, call: LayerCall, inputs: Inputs, *params: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = call.forward(inputs.theta)
+    def forward(
+        ctx, call: LayerCall, inputs: Inputs, differentiable: bool, *params: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        outputs = call.forward(inputs.theta, differentiable)
         ctx.call, ctx.inputs = call, inputs
         ctx.shapes = [tuple(p.shape) for p in params]
         ctx.dtypes = [p.dtype for p in params]
-        result = []
-        for out in outputs:
-            tensor = torch.from_numpy(np.ascontiguousarray(out)).to(dtype=inputs.dtype, device=inputs.device)
-            result.append(tensor if inputs.batched else tensor[0])
-        return tuple(result)
+        # Unbatched outputs are built from the item's own array, not as views of a batched
+        # tensor: torch forbids in-place ops on views created inside a custom Function.
+        return tuple(
+            torch.from_numpy(np.array(out if inputs.batched else out[0])).to(
+                dtype=inputs.dtype, device=inputs.device
+            )
+            for out in outputs
+        )
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        call, inputs = ctx.call, ctx.inputs
-        shapes = call.compiled.recovery.shapes
-        numpy_grads = []
-        for g, shape in zip(grads, shapes, strict=True):
-            array = (
-                np.zeros((inputs.batch_size, *shape))
-                if g is None
-                else g.detach().to("cpu", torch.float64).numpy()
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "CvxpyLayer's backward is first-order only: it cannot build a graph of its gradient "
+                "(create_graph=True, e.g. a gradient penalty or a Hessian through the layer), and "
+                "would return a wrong second derivative. Take second derivatives around the layer, "
+                "or differentiate its outputs by finite differences."
             )
-            numpy_grads.append(array.reshape(inputs.batch_size, *shape))
+        call, inputs = ctx.call, ctx.inputs
+        numpy_grads = [
+            g.detach().to("cpu", torch.float64).numpy().reshape(inputs.batch_size, *shape)
+            for g, shape in zip(grads, call.compiled.recovery.shapes, strict=True)
+        ]
         dtheta = call.backward(numpy_grads)
         param_grads: list[torch.Tensor | None] = []
         offset = 0
         for shape, dtype, batched, needs in zip(
-            ctx.shapes, ctx.dtypes, inputs.batched_params, ctx.needs_input_grad[2:], strict=True
+            ctx.shapes, ctx.dtypes, inputs.batched_params, ctx.needs_input_grad[3:], strict=True
         ):
             size = int(np.prod(shape[1:] if batched else shape))
             block = dtheta[:, offset : offset + size]
@@ -166,4 +168,4 @@ class _SolveFunction(torch.autograd.Function):
             block = block if batched else block.sum(axis=0)
             grad = torch.from_numpy(np.ascontiguousarray(block).reshape(shape))
             param_grads.append(grad.to(dtype=dtype, device=inputs.device))
-        return (None, None, *param_grads)
+        return (None, None, None, *param_grads)

@@ -12,6 +12,7 @@ import torch
 from problems import active_set_qp, random_lp
 
 from cvxlpgd import LPGD, CvxpyLayer
+from cvxlpgd.program import DataGradient
 from cvxlpgd.solvers.clarabel import cones
 
 TIGHT = {"SCS": {"eps": 1e-11, "max_iters": 200_000}, "CLARABEL": {"eps": 1e-12}}
@@ -131,9 +132,9 @@ def test_lpgd_equals_design_formula(kind: str, rho: float, side: str) -> None:
     results = layer(*tensors)
     sum((r * torch.tensor(g)).sum() for r, g in zip(results, out_grads, strict=True)).backward()
 
-    compiled = layer._compiled_for(layer.gradient)
+    compiled = layer.compiled()
     theta = np.concatenate([v.ravel() for v in values])[None]
-    program = compiled.maps.program(theta).item(0)
+    program = compiled.maps.apply(theta).item(0)
     dx, dy = compiled.recovery.adjoint([g[None] for g in out_grads])
     dx, dy = dx[0], dy[0]
     n = program.c.size
@@ -154,7 +155,8 @@ def test_lpgd_equals_design_formula(kind: str, rho: float, side: str) -> None:
     }
     hi, lo, scale = {"central": (1, -1, 2 * tau), "lower": (1, "star", tau), "upper": ("star", -1, tau)}[side]
     data = [None if a is None else (a - b) / scale for a, b in zip(G[hi], G[lo], strict=True)]
-    expected = compiled.maps.parameter_gradient(*(None if d is None else d[None] for d in data))[0]
+    dA, db, dc, dP = (None if d is None else d[None] for d in data)
+    expected = compiled.maps.adjoint(DataGradient(A=dA, b=db, c=dc, P=dP))[0]
     got = np.concatenate([t.grad.numpy().ravel() for t in tensors])
     assert np.abs(got - expected).max() <= 1e-6 * max(1.0, np.abs(expected).max())
     assert np.abs(expected).max() > 1e-3  # the comparison is not between zeros

@@ -276,3 +276,27 @@ def test_solutions_are_released_with_the_graph():
     x.sum().backward()
     del x, y
     assert solutions_alive() == before
+
+
+def test_torch_module_api_is_not_shadowed() -> None:
+    """``layer.parameters()`` is torch's (no learnable tensors); the CVXPY ones have their own name,
+    so optimizers and module walkers work on models that contain a layer."""
+    layer = make_layer("CLARABEL")
+    assert list(layer.parameters()) == []
+    model = torch.nn.Sequential(torch.nn.Linear(3, N).double(), layer)
+    assert len(list(model.parameters())) == 2
+    assert [p.name() for p in layer.cvxpy_parameters] == ["c", "b"]
+
+
+@pytest.mark.parametrize("gradient", ["lpgd", "implicit"])
+def test_second_derivative_raises(gradient: str) -> None:
+    """A gradient penalty (create_graph=True, then a backward through the gradient, with a loss
+    weight that needs no grad) must raise, not return a wrong second derivative."""
+    layer = make_layer("SCS", gradient=gradient)
+    c = torch.tensor([0.3, -0.2, 0.1, 0.4, -0.5], dtype=torch.float64, requires_grad=True)
+    b = torch.ones(M, dtype=torch.float64)
+    x, _ = layer(c, b)
+    weight = torch.linspace(1.0, 2.0, N, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="first-order only"):
+        (grad_c,) = torch.autograd.grad((weight * x).sum(), c, create_graph=True)
+        grad_c.pow(2).sum().backward()

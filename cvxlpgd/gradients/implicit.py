@@ -1,20 +1,19 @@
 """The implicit (KKT) derivative through diffcp, as cvxpylayers computes it.
 
-diffcp solves the program and factors its derivative in one call, so in this mode the
-forward pass goes through diffcp too. Its data must follow SCS's conventions (no ``P``).
+diffcp solves the program and factors its derivative in one call, so in this mode the forward
+pass goes through diffcp too; under ``torch.no_grad`` it only solves. Its data follow SCS's
+conventions (no ``P``: quadratic objectives reach it as cones).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import diffcp
 import numpy as np
+from diffcp.cone_program import solve_internal
 
-from cvxlpgd.batch import map_items
-from cvxlpgd.compile import ProgramBatch
 from cvxlpgd.cone import (
     INFEASIBLE,
     OPTIMAL,
@@ -24,87 +23,128 @@ from cvxlpgd.cone import (
     ConeProgram,
     Solution,
 )
-from cvxlpgd.gradients.lpgd import DataGradient
-from cvxlpgd.solvers.scs import cone_dict
+from cvxlpgd.gradients.base import ChunkGradient, SolvedChunk
+from cvxlpgd.program import ConicForm, DataGradient, ProgramBatch
+from cvxlpgd.solvers.base import ConeSolver
+from cvxlpgd.solvers.scs import cone_dict, scs_status
 
-# Up to this many rows + columns, diffcp's dense factorization (exact, cubic) is used; above,
+Mode = Literal["auto", "dense", "lsqr", "lsmr"]
+_MODES = ("auto", "dense", "lsqr", "lsmr")
+# diffcp's name for each backend it can run.
+_DIFFCP_SOLVERS = {"SCS": "SCS", "CLARABEL": "Clarabel"}
+# Up to this many rows + columns, "auto" uses diffcp's dense factorization (exact, cubic); above,
 # LSQR (what cvxpylayers uses). Measured: dense costs 330-550 ms per item at m + n = 936.
 DENSE_LIMIT = 200
+# diffcp reports Clarabel's status in SCS's words; its iteration limit only as "Failure".
+_CLARABEL_TEXT = {
+    "solved": OPTIMAL,
+    "optimal inaccurate": OPTIMAL_INACCURATE,
+    "infeasible": INFEASIBLE,
+    "infeasible inaccurate": INFEASIBLE,
+    "unbounded": UNBOUNDED,
+    "unbounded inaccurate": UNBOUNDED,
+}
 
-Adjoint = Callable[..., tuple]
 
+@dataclass(frozen=True)
+class Implicit:
+    """The implicit derivative of the KKT conditions (diffcp).
 
-def _solve_item(
-    program: ConeProgram, solver: str, settings: Mapping[str, Any]
-) -> tuple[Solution, Adjoint | None]:
-    m, n = program.A.shape
-    if program.dims.power:
-        raise NotImplementedError(
-            "gradient='implicit' does not support power cones (diffcp has none); use LPGD."
+    mode: how diffcp solves its derivative system: ``"dense"`` (exact factorization),
+          ``"lsqr"`` or ``"lsmr"`` (iterative, for large programs), or ``"auto"``: dense up to
+          ``DENSE_LIMIT`` rows + columns, LSQR above.
+    """
+
+    mode: Mode = "auto"
+
+    def __post_init__(self) -> None:
+        if self.mode not in _MODES:
+            raise ValueError(f"Implicit mode must be one of {list(_MODES)}, got {self.mode!r}.")
+
+    def conic_form(self, solver: ConeSolver) -> ConicForm:
+        if solver.name not in _DIFFCP_SOLVERS:
+            raise ValueError(
+                f"gradient='implicit' runs through diffcp, which supports the solvers "
+                f"{sorted(_DIFFCP_SOLVERS)}, not {solver.name!r}; use LPGD with {solver.name}."
+            )
+        return ConicForm(canon_solver="SCS", quad_obj=False)
+
+    def solve(
+        self, solver: ConeSolver, program: ProgramBatch, keep_state: bool, differentiable: bool
+    ) -> SolvedChunk:
+        """Solve each item through diffcp; the state is the items' adjoint derivatives."""
+        pairs = [self._solve_item(program.item(i), solver, differentiable) for i in range(program.batch_size)]
+        return SolvedChunk([p[0] for p in pairs], [p[1] for p in pairs])
+
+    def _solve_item(
+        self, program: ConeProgram, solver: ConeSolver, differentiable: bool
+    ) -> tuple[Solution, Any]:
+        m, n = program.A.shape
+        method = _DIFFCP_SOLVERS[solver.name]
+        differentiable = differentiable and not program.dims.power  # diffcp has no power cone
+        if differentiable:
+            mode = self.mode if self.mode != "auto" else ("dense" if m + n <= DENSE_LIMIT else "lsqr")
+            result = diffcp.solve_and_derivative_internal(
+                program.A.copy(),
+                program.b,
+                program.c,
+                cone_dict(program.dims),
+                mode=mode,
+                solve_method=method,
+                raise_on_error=False,
+                **solver.settings,
+            )
+        else:
+            result = solve_internal(
+                program.A.copy(),
+                program.b,
+                program.c,
+                cone_dict(program.dims),
+                solve_method=method,
+                raise_on_error=False,
+                **solver.settings,
+            )
+        info = result["info"]
+        status = (
+            scs_status(info) if method == "SCS" else _CLARABEL_TEXT.get(info["status"].lower(), SOLVER_ERROR)
         )
-    mode = "dense" if m + n <= DENSE_LIMIT else "lsqr"
-    try:
-        result = diffcp.solve_and_derivative_internal(
-            program.A.copy(),
-            program.b,
-            program.c,
-            cone_dict(program.dims),
-            mode=mode,
-            solve_method="SCS" if solver == "SCS" else "Clarabel",
-            **settings,
+        solution = Solution(
+            x=np.asarray(result["x"]),
+            y=np.asarray(result["y"]),
+            s=np.asarray(result["s"]),
+            status=status,
+            solver_status=str(info["status"]),
+            iterations=int(info.get("iter", 0)),
         )
-    except diffcp.SolverError as error:
-        failed = Solution(
-            x=np.full(n, np.nan),
-            y=np.full(m, np.nan),
-            s=np.full(m, np.nan),
-            status=_status(str(error)),
-            solver_status=str(error),
-        )
-        return failed, None
-    raw = str(result["info"]["status"])
-    solution = Solution(x=result["x"], y=result["y"], s=result["s"], status=_status(raw), solver_status=raw)
-    return solution, result["DT"] if solution.usable else None
+        adjoint = result.get("DT") if differentiable and solution.usable else None
+        return solution, adjoint
 
+    def differentiate(
+        self,
+        solver: ConeSolver,
+        program: ProgramBatch,
+        solved: SolvedChunk,
+        dx: np.ndarray,
+        dy: np.ndarray | None,
+        start: int,
+    ) -> ChunkGradient:
+        if program.structure.dims.power:
+            raise NotImplementedError(
+                "gradient='implicit' cannot differentiate through a power cone (diffcp has none); "
+                "the forward pass works, for gradients use LPGD (gradient='lpgd')."
+            )
+        pattern = program.structure.A
+        rows, cols = pattern.indices, pattern.columns
+        dy = np.zeros((len(solved.solutions), program.structure.m)) if dy is None else dy
+        grads: list[DataGradient | None] = []
+        for i, adjoint in enumerate(solved.state):
+            if adjoint is None:
+                grads.append(None)
+                continue
+            dA, db, dc = adjoint(dx[i], dy[i], np.zeros_like(dy[i]))
+            values = np.asarray(dA.tocsr()[rows, cols]).ravel()
+            grads.append(DataGradient(A=values, b=np.asarray(db), c=np.asarray(dc), P=None))
+        return ChunkGradient(grads)
 
-def _status(raw: str) -> str:
-    """Normalize the SCS-style status text that diffcp reports for either solver."""
-    text = raw.lower().removeprefix("solver scs returned status ")  # diffcp's SolverError text
-    if "inaccurate" in text and text.startswith(("solved", "optimal")):
-        return OPTIMAL_INACCURATE
-    if text in ("solved", "optimal"):
-        return OPTIMAL
-    if "infeasible" in text:
-        return INFEASIBLE
-    if "unbounded" in text:
-        return UNBOUNDED
-    return SOLVER_ERROR
-
-
-def implicit_solve(
-    program: ProgramBatch, solver: str, settings: Mapping[str, Any], executor: Executor | None
-) -> tuple[list[Solution], list[Adjoint | None]]:
-    pairs = map_items(
-        lambda i, _: _solve_item(program.item(i), solver, settings), program.batch_size, executor
-    )
-    return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
-def implicit_backward(
-    program: ProgramBatch,
-    adjoints: list[Adjoint | None],
-    dx: np.ndarray,
-    dy: np.ndarray,
-    executor: Executor | None,
-) -> list[DataGradient | None]:
-    pattern = program.structure.A
-    rows, cols = pattern.indices, pattern.columns
-
-    def item(i: int, _chunk: int) -> DataGradient | None:
-        if adjoints[i] is None:
-            return None
-        dA, db, dc = adjoints[i](dx[i], dy[i], np.zeros_like(dy[i]))
-        values = np.asarray(dA.tocsr()[rows, cols]).ravel()
-        return DataGradient(A=values, b=np.asarray(db), c=np.asarray(dc), P=None)
-
-    return map_items(item, program.batch_size, executor)
+    def report(self, results: list[ChunkGradient], raise_errors: bool) -> None:
+        """Nothing to say: failed forward items were reported by the forward pass."""

@@ -1,5 +1,5 @@
-"""LPGD: gradients from a re-solve of the conic program with costs perturbed by the incoming
-gradient (Paulus, Martius & Musil, ICML 2024). See DESIGN.md section 3 for the formulas.
+"""LPGD: gradients from re-solves of the conic program with costs perturbed by the incoming
+gradient (Paulus, Martius & Musil, ICML 2024); the formulas are in docs/design.md.
 """
 
 from __future__ import annotations
@@ -7,17 +7,22 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 
-from cvxlpgd.compile import ConeStructure, ProgramBatch
 from cvxlpgd.cone import ConeProgram, Solution
+from cvxlpgd.errors import PerturbedSolveError, warn_user
+from cvxlpgd.gradients.base import ChunkGradient, SolvedChunk
+from cvxlpgd.program import ConeStructure, ConicForm, DataGradient, ProgramBatch
+from cvxlpgd.solvers.base import ConeSolver, Workspace
 
 Side = Literal["central", "lower", "upper"]
 _SIGNS = {"lower": (1,), "upper": (-1,), "central": (1, -1)}
+_SIDE_NAMES = {1: "lower (+tau)", -1: "upper (-tau)"}
+_MAX_LISTED = 5
 
 DEFAULT_TAU = 1.0
 
@@ -51,6 +56,120 @@ class LPGD:
         if not isinstance(self.fallback, bool):
             raise TypeError(f"LPGD fallback must be True or False, got {self.fallback!r}.")
 
+    def conic_form(self, solver: ConeSolver) -> ConicForm:
+        """LPGD only re-solves, so it takes the solver's own conventions and keeps ``P``."""
+        return ConicForm(canon_solver=solver.name, quad_obj=True)
+
+    def solve(
+        self, solver: ConeSolver, program: ProgramBatch, keep_state: bool, differentiable: bool
+    ) -> SolvedChunk:
+        """Solve a chunk's items in order, sharing one workspace where the backend reuses it.
+        The workspace is kept (when allowed) for the re-solves, which have the same matrices."""
+        workspace = {} if solver.reuses_workspace and program.shared_matrices else None
+        solutions = [solver.solve(program.item(i), workspace=workspace) for i in range(program.batch_size)]
+        return SolvedChunk(solutions, workspace if keep_state else None)
+
+    def differentiate(
+        self,
+        solver: ConeSolver,
+        program: ProgramBatch,
+        solved: SolvedChunk,
+        dx: np.ndarray,
+        dy: np.ndarray | None,
+        start: int,
+    ) -> ChunkGradient:
+        n, shared = program.structure.n, program.shared_matrices
+        workspace: Workspace | None = None
+        if solver.reuses_workspace and shared:
+            # With rho = 0 the re-solves have the forward's P: reuse its workspace if it was kept.
+            workspace = solved.state if self.rho == 0 and solved.state is not None else {}
+        shared_P_rho = proximal_P(program.item(0).P, n, self.rho) if shared else None
+        grads: list[DataGradient | None] = []
+        problems: dict[tuple[int, int], str] = {}
+        for i, star in enumerate(solved.solutions):
+            if not star.usable:
+                grads.append(None)
+                continue
+            base = program.item(i)
+            P_rho = shared_P_rho if shared else proximal_P(base.P, n, self.rho)
+            item_dy = None if dy is None else dy[i]
+            grad, bad = self._item_gradient(
+                solver, program.structure, base, P_rho, star, dx[i], item_dy, workspace
+            )
+            grads.append(grad)
+            problems.update({(start + i, sign): status for sign, status in bad.items()})
+        return ChunkGradient(grads, problems)
+
+    def _item_gradient(
+        self,
+        solver: ConeSolver,
+        structure: ConeStructure,
+        base: ConeProgram,
+        P_rho: sp.csc_array | None,
+        star: Solution,
+        dx: np.ndarray,
+        dy: np.ndarray | None,
+        workspace: Workspace | None,
+    ) -> tuple[DataGradient | None, dict[int, str]]:
+        """One item's gradient (None if it cannot be had) and the re-solves that failed, by sign."""
+
+        def resolve(sign: int) -> Solution:
+            problem = perturbed_program(base, P_rho, star, dx, dy, sign, self)
+            return solver.solve(problem, warm_start=star, workspace=workspace)
+
+        perturbed = {sign: resolve(sign) for sign in _SIGNS[self.side]}
+        bad = {sign: z.status for sign, z in perturbed.items() if not z.usable}
+        if not bad:
+            return lpgd_item_gradient(structure, star, perturbed, self), {}
+        if not self.fallback:
+            return None, bad
+        for sign in (1, -1):  # a one-sided config has not tried the other side yet
+            if sign not in perturbed:
+                perturbed[sign] = resolve(sign)
+                if not perturbed[sign].usable:
+                    bad[sign] = perturbed[sign].status
+        usable = [sign for sign in (1, -1) if perturbed[sign].usable]
+        if not usable:
+            return None, bad
+        one_sided = replace(self, side="lower" if usable[0] == 1 else "upper")
+        return lpgd_item_gradient(structure, star, perturbed, one_sided), bad
+
+    def report(self, results: list[ChunkGradient], raise_errors: bool) -> None:
+        """Failed re-solves: raise (or warn) for items left without a gradient; warn once for
+        items that fell back to one side."""
+        grads = [g for r in results for g in r.grads]
+        failures = {key: status for r in results for key, status in r.problems.items()}
+        lost = {key: status for key, status in failures.items() if grads[key[0]] is None}
+        if lost:
+            message = (
+                f"LPGD re-solve with tau={self.tau}, rho={self.rho} failed ({_failure_text(lost)}). "
+                "A perturbed cost can make the problem unbounded and a perturbed right-hand side "
+                "infeasible. Remedies: a smaller tau, rho > 0 (keeps the perturbed problem bounded), "
+                "the other side (side='lower' or 'upper'), or LPGD(fallback=True) to use the side "
+                "that works."
+            )
+            if raise_errors:
+                first_sign = next(iter(lost))[1]
+                raise PerturbedSolveError(
+                    message,
+                    {i: s for (i, _), s in lost.items()},
+                    side="lower" if first_sign == 1 else "upper",
+                    tau=self.tau,
+                )
+            warn_user(message + " Those items get zero gradient.")
+        elif failures:
+            warn_user(
+                f"LPGD (tau={self.tau}) fell back to a one-sided estimate where a re-solve failed: "
+                f"{_failure_text(failures)}.",
+            )
+
+
+def _failure_text(failures: dict[tuple[int, int], str]) -> str:
+    return "; ".join(
+        f"item {i}, {_SIDE_NAMES[sign]} side: {status}"
+        for (i, sign), status in list(failures.items())[:_MAX_LISTED]
+    )
+
 
 def _real(name: str, value: object, bound: str, holds: Callable[[float], bool]) -> float:
     """A finite float satisfying ``holds`` from a Python, numpy or one-element torch number."""
@@ -61,16 +180,6 @@ def _real(name: str, value: object, bound: str, holds: Callable[[float], bool]) 
     if not (math.isfinite(number) and holds(number)):
         raise ValueError(f"LPGD {name} must be a finite number {bound}, got {value!r}.")
     return number
-
-
-@dataclass(frozen=True)
-class DataGradient:
-    """Gradient w.r.t. the conic data values of one item (on the fixed sparsity patterns)."""
-
-    A: np.ndarray
-    b: np.ndarray
-    c: np.ndarray
-    P: np.ndarray | None
 
 
 def lagrangian_gradient(structure: ConeStructure, x: np.ndarray, y: np.ndarray) -> DataGradient:
@@ -129,23 +238,3 @@ def lpgd_item_gradient(
     if config.side == "upper":
         return _difference(star, by_sign[-1], 1.0 / config.tau)
     return _difference(by_sign[1], by_sign[-1], 0.5 / config.tau)
-
-
-def signs(config: LPGD) -> tuple[int, ...]:
-    """Which perturbed solves (+1: lower, -1: upper) the chosen side needs."""
-    return _SIGNS[config.side]
-
-
-def stack(grads: list[DataGradient], program: ProgramBatch) -> DataGradient:
-    """Stack per-item gradients into (B, .) arrays; missing items (None) get zeros."""
-    s = program.structure
-    zero = DataGradient(
-        A=np.zeros(s.A.nnz), b=np.zeros(s.m), c=np.zeros(s.n), P=None if s.P is None else np.zeros(s.P.nnz)
-    )
-    grads = [zero if g is None else g for g in grads]
-    return DataGradient(
-        A=np.stack([g.A for g in grads]),
-        b=np.stack([g.b for g in grads]),
-        c=np.stack([g.c for g in grads]),
-        P=None if s.P is None else np.stack([g.P for g in grads]),
-    )

@@ -1,15 +1,15 @@
-"""The small protocol every solver backend implements, and what backends share.
+"""The small protocol every solver backend implements, and the settings checks they share.
 
-A backend turns a ``ConeProgram`` into a ``Solution``. When the caller passes a
-``workspace`` (a dict it owns, for programs that share ``A`` and ``P``), the backend keeps its
-solver object there, with its factorization, and only updates ``b`` and ``c`` for the next
-program, where ``reuses_workspace`` says that pays.
+A backend turns a ``ConeProgram`` into a ``Solution``. When the caller passes a ``workspace``
+(a dict it owns, used only for programs that share ``A``, ``P`` and the cones, and by one thread
+at a time), a backend whose ``reuses_workspace`` is true keeps its solver object there, with its
+factorization, and only updates ``b`` and ``c`` for the next program.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Hashable, Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,20 +32,9 @@ class ConeSolver(Protocol):
     ) -> Solution: ...
 
 
-def workspace_solver(
-    workspace: Workspace, key: Hashable, program: ConeProgram, build: Callable[[ConeProgram], Any]
-) -> Any:
-    """The solver object under ``key`` in ``workspace``, built for ``program`` on a miss. The
-    caller updates ``b`` and ``c`` before solving. (Building from the real data matters: Clarabel
-    scales the problem by the data it is built with; built from zero b and c, its LPGD gradients
-    at tau = 1e-4 were 300x less accurate.)"""
-    if key not in workspace:
-        workspace[key] = build(program)
-    return workspace[key]
-
-
-# Settings every backend understands, under these names (translated by each backend).
-COMMON_SETTINGS: dict[str, Any] = {"eps": 1e-6, "max_iters": 1}
+# Settings every backend understands under these names (each translates them to its own),
+# with the type each must have.
+COMMON_SETTING_TYPES: dict[str, type] = {"eps": float, "max_iters": int}
 
 
 def _check_range(solver: str, key: str, value: Any) -> None:
@@ -63,18 +52,18 @@ def _check_range(solver: str, key: str, value: Any) -> None:
 def check_settings(
     solver: str,
     given: Mapping[str, Any],
-    defaults: Mapping[str, Any],
+    types: Mapping[str, type],
     choices: Mapping[str, Collection[str]] | None = None,
 ) -> dict[str, Any]:
-    """Validate settings against known names, their defaults' types, ranges and allowed values."""
+    """Validate settings against known names and their types, ranges and allowed values."""
     settings = {}
     for key, value in given.items():
-        if key not in defaults:
-            known = ", ".join(sorted(defaults))
+        if key not in types:
+            known = ", ".join(sorted(types))
             raise ValueError(f"Unknown {solver} setting {key!r}. Known settings: {known}.")
         if isinstance(value, np.generic):
             value = value.item()
-        expected = type(defaults[key])
+        expected = types[key]
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if expected is int and isinstance(value, float) and value.is_integer():
@@ -94,5 +83,11 @@ def check_settings(
 
 def split_common(solver: str, given: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(validated ``eps`` / ``max_iters``, the backend's own settings) from ``solver_args``."""
-    common = check_settings(solver, {k: v for k, v in given.items() if k in COMMON_SETTINGS}, COMMON_SETTINGS)
-    return common, {k: v for k, v in given.items() if k not in COMMON_SETTINGS}
+    common = {k: v for k, v in given.items() if k in COMMON_SETTING_TYPES}
+    own = {k: v for k, v in given.items() if k not in COMMON_SETTING_TYPES}
+    return check_settings(solver, common, COMMON_SETTING_TYPES), own
+
+
+def types_of(defaults: Mapping[str, Any]) -> dict[str, type]:
+    """The type each setting must have, read off a backend's defaults."""
+    return {key: type(value) for key, value in defaults.items()}

@@ -20,7 +20,7 @@ from cvxlpgd.cone import (
     ConeProgram,
     Solution,
 )
-from cvxlpgd.solvers.base import Workspace, check_settings, split_common, workspace_solver
+from cvxlpgd.solvers.base import Workspace, check_settings, split_common, types_of
 
 _DEFAULT_SETTINGS = clarabel.DefaultSettings()
 DEFAULTS: dict[str, Any] = {
@@ -61,13 +61,12 @@ class ClarabelSolver:
 
     def __init__(self, solver_args: Mapping[str, Any]):
         common, own = split_common("CLARABEL", solver_args)
-        self.settings = check_settings("CLARABEL", own, DEFAULTS)
+        self.settings = check_settings("CLARABEL", own, types_of(DEFAULTS))
         if "eps" in common:
             for key in ("tol_gap_abs", "tol_gap_rel", "tol_feas"):
                 self.settings.setdefault(key, common["eps"])
         if "max_iters" in common:
             self.settings.setdefault("max_iter", common["max_iters"])
-        self._settings_key = tuple(sorted(self.settings.items()))
 
     def _build(self, program: ConeProgram) -> clarabel.DefaultSolver:
         settings = clarabel.DefaultSettings()
@@ -88,9 +87,16 @@ class ClarabelSolver:
         workspace: Workspace | None = None,
     ) -> Solution:
         del warm_start  # an interior-point method cannot use one
-        workspace = {} if workspace is None else workspace
-        solver = workspace_solver(workspace, self._settings_key, program, self._build)
-        solver.update(q=program.c, b=program.b)
+        if workspace is None:
+            solver = self._build(program)
+        else:
+            # Built from the first program it meets, not from zero b and c: Clarabel scales the
+            # problem by the data it is built with (built from zeros, LPGD gradients at
+            # tau = 1e-4 were 300x less accurate).
+            if "clarabel" not in workspace:
+                workspace["clarabel"] = self._build(program)
+            solver = workspace["clarabel"]
+            solver.update(q=program.c, b=program.b)
         result = solver.solve()
         raw = str(result.status)
         return Solution(
@@ -100,5 +106,4 @@ class ClarabelSolver:
             status=_STATUS.get(raw, SOLVER_ERROR),
             solver_status=raw,
             iterations=int(result.iterations),
-            solve_time=float(result.solve_time),
         )

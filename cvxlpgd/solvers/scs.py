@@ -19,7 +19,7 @@ from cvxlpgd.cone import (
     ConeProgram,
     Solution,
 )
-from cvxlpgd.solvers.base import Workspace, check_settings, split_common
+from cvxlpgd.solvers.base import Workspace, check_settings, split_common, types_of
 
 # Defaults, which also define the accepted names and types (SCS 3.x settings).
 DEFAULTS: dict[str, Any] = {
@@ -43,7 +43,8 @@ DEFAULTS: dict[str, Any] = {
 _LINEAR_SOLVERS = frozenset(solver.value for solver in scs.LinearSolver)
 
 
-def _status(info: Mapping[str, Any]) -> str:
+def scs_status(info: Mapping[str, Any]) -> str:
+    """The normalized status of an SCS result `info` (also what diffcp returns when it runs SCS)."""
     value = info["status_val"]
     if value == 1:
         return OPTIMAL
@@ -78,7 +79,7 @@ class ScsSolver:
 
     def __init__(self, solver_args: Mapping[str, Any]):
         common, own = split_common("SCS", solver_args)
-        settings = check_settings("SCS", own, DEFAULTS, {"linear_solver": _LINEAR_SOLVERS})
+        settings = check_settings("SCS", own, types_of(DEFAULTS), {"linear_solver": _LINEAR_SOLVERS})
         if "eps" in common:
             settings.setdefault("eps_abs", common["eps"])
             settings.setdefault("eps_rel", common["eps"])
@@ -110,8 +111,7 @@ class ScsSolver:
             x=np.asarray(result["x"]),
             y=np.asarray(result["y"]),
             s=np.asarray(result["s"]),
-            status=_status(info),
+            status=scs_status(info),
             solver_status=info["status"],
             iterations=int(info["iter"]),
-            solve_time=(info["setup_time"] + info["solve_time"]) / 1e3,
         )

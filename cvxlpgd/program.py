@@ -1,0 +1,239 @@
+"""The runtime data of a compiled layer: linear maps and the conic data of a batch.
+
+Everything here is plain numpy/scipy and pickles, so a chunk of a batch can be shipped to another
+worker. Every linear map names its forward ``apply`` and its transpose ``adjoint``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import scipy.sparse as sp
+
+from cvxlpgd.cone import ConeDims, ConeProgram
+
+
+@dataclass(frozen=True)
+class ConicForm:
+    """Which conic data a gradient method needs: CVXPY's conventions for ``canon_solver``, and
+    whether a quadratic objective stays a matrix ``P`` (else CVXPY rewrites it as a cone)."""
+
+    canon_solver: str
+    quad_obj: bool
+
+
+@dataclass(frozen=True)
+class SparsePattern:
+    """A fixed CSC sparsity pattern; values for it are vectors in CSC order."""
+
+    indices: np.ndarray  # row of each stored entry
+    indptr: np.ndarray
+    shape: tuple[int, int]
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.size)
+
+    @cached_property
+    def columns(self) -> np.ndarray:
+        """Column of each stored entry."""
+        return np.repeat(np.arange(self.shape[1]), np.diff(self.indptr))
+
+    def matrix(self, values: np.ndarray) -> sp.csc_array:
+        return sp.csc_array((values, self.indices, self.indptr), shape=self.shape)
+
+    @classmethod
+    def from_flat_positions(cls, flat: np.ndarray, shape: tuple[int, int]) -> SparsePattern:
+        """Pattern of the entries at sorted column-major positions ``flat``."""
+        rows, cols = flat % shape[0], flat // shape[0]
+        indptr = np.zeros(shape[1] + 1, dtype=np.int64)
+        np.add.at(indptr, cols + 1, 1)
+        return cls(rows.astype(np.int64), np.cumsum(indptr), shape)
+
+
+@dataclass(frozen=True)
+class AffineMap:
+    """``values = theta @ matrix.T + offset`` for a batch ``theta`` of shape (B, p)."""
+
+    matrix: sp.csr_array  # (k, p)
+    offset: np.ndarray  # (k,)
+
+    @property
+    def constant(self) -> bool:
+        """True when no parameter enters: every item shares ``offset``."""
+        return self.matrix.nnz == 0
+
+    def apply(self, theta: np.ndarray) -> np.ndarray:
+        """(B, p) -> (B, k), or (1, k) when constant."""
+        if self.constant:
+            return self.offset[None, :]
+        return (self.matrix @ theta.T).T + self.offset
+
+    def adjoint(self, grad: np.ndarray) -> np.ndarray:
+        """(B, k) -> (B, p): the transpose of ``apply`` without its offset."""
+        return (self.matrix.T @ grad.T).T
+
+
+@dataclass(frozen=True)
+class ConeStructure:
+    """What every item of a batch shares: cone sizes and sparsity patterns."""
+
+    dims: ConeDims
+    A: SparsePattern
+    P: SparsePattern | None  # upper triangle
+
+    @property
+    def n(self) -> int:
+        return self.A.shape[1]
+
+    @property
+    def m(self) -> int:
+        return self.A.shape[0]
+
+
+@dataclass(frozen=True)
+class DataGradient:
+    """Gradient w.r.t. the conic data values (on the fixed sparsity patterns), for one item
+    (1-D arrays) or stacked for a batch (2-D arrays)."""
+
+    A: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    P: np.ndarray | None
+
+    @classmethod
+    def stack(cls, grads: list[DataGradient | None], structure: ConeStructure) -> DataGradient:
+        """Stack per-item gradients into (B, .) arrays; items without one (None) get zeros."""
+        s = structure
+        zero = cls(
+            A=np.zeros(s.A.nnz),
+            b=np.zeros(s.m),
+            c=np.zeros(s.n),
+            P=None if s.P is None else np.zeros(s.P.nnz),
+        )
+        filled = [zero if g is None else g for g in grads]
+        return cls(
+            A=np.stack([g.A for g in filled]),
+            b=np.stack([g.b for g in filled]),
+            c=np.stack([g.c for g in filled]),
+            P=None if s.P is None else np.stack([g.P for g in filled]),
+        )
+
+
+@dataclass
+class ProgramBatch:
+    """Conic data of a batch; a leading dimension of 1 means shared by all items."""
+
+    structure: ConeStructure
+    A_values: np.ndarray  # (B or 1, nnz_A)
+    b: np.ndarray  # (B or 1, m)
+    c: np.ndarray  # (B or 1, n)
+    P_values: np.ndarray | None  # (B or 1, nnz_P)
+    batch_size: int
+    shared_matrices: bool  # no parameter enters A or P: every item has the same matrices
+
+    def item(self, i: int) -> ConeProgram:
+        A, P = self._shared_matrices if self.shared_matrices else self._matrices(i)
+        return ConeProgram(A=A, b=_row(self.b, i), c=_row(self.c, i), dims=self.structure.dims, P=P)
+
+    def slice(self, start: int, stop: int) -> ProgramBatch:
+        """Items ``start:stop``: the data one chunk of work needs, and nothing more."""
+
+        def part(values: np.ndarray | None) -> np.ndarray | None:
+            return values if values is None or values.shape[0] == 1 else values[start:stop]
+
+        return ProgramBatch(
+            structure=self.structure,
+            A_values=part(self.A_values),
+            b=part(self.b),
+            c=part(self.c),
+            P_values=part(self.P_values),
+            batch_size=stop - start,
+            shared_matrices=self.shared_matrices,
+        )
+
+    def _matrices(self, i: int) -> tuple[sp.csc_array, sp.csc_array | None]:
+        s = self.structure
+        A = s.A.matrix(_row(self.A_values, i))
+        P = None if s.P is None else s.P.matrix(_row(self.P_values, i))
+        return A, P
+
+    @cached_property
+    def _shared_matrices(self) -> tuple[sp.csc_array, sp.csc_array | None]:
+        """Built once when every item has the same A and P."""
+        return self._matrices(0)
+
+
+def _row(values: np.ndarray, i: int) -> np.ndarray:
+    """Item ``i``'s row of a (B, k) or shared (1, k) array."""
+    return values[min(i, values.shape[0] - 1)]
+
+
+@dataclass(frozen=True)
+class ProblemMaps:
+    """Affine maps from the flat user parameters to the conic data."""
+
+    structure: ConeStructure
+    A: AffineMap
+    b: AffineMap
+    c: AffineMap
+    P: AffineMap | None
+
+    def apply(self, theta: np.ndarray) -> ProgramBatch:
+        return ProgramBatch(
+            structure=self.structure,
+            A_values=self.A.apply(theta),
+            b=self.b.apply(theta),
+            c=self.c.apply(theta),
+            P_values=None if self.P is None else self.P.apply(theta),
+            batch_size=theta.shape[0],
+            shared_matrices=self.A.constant and (self.P is None or self.P.constant),
+        )
+
+    def adjoint(self, grad: DataGradient) -> np.ndarray:
+        """Gradients w.r.t. the conic data of a batch (stacked) -> (B, p) w.r.t. the parameters."""
+        result = self.A.adjoint(grad.A) + self.b.adjoint(grad.b) + self.c.adjoint(grad.c)
+        if grad.P is not None and self.P is not None:
+            result += self.P.adjoint(grad.P)
+        return result
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """Linear map from a conic solution ``z = (x, y)`` to the requested outputs."""
+
+    matrix: sp.csr_array  # (sum of output sizes, n + m)
+    shapes: tuple[tuple[int, ...], ...]
+    n: int
+
+    def apply(self, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+        """(B, n), (B, m) -> one (B, *shape) array per requested output (C order)."""
+        flat = (self.matrix @ np.hstack([x, y]).T).T
+        sizes = np.cumsum([int(np.prod(s)) for s in self.shapes])[:-1]
+        batch = x.shape[0]
+        return [
+            part.reshape((batch, *shape))
+            for part, shape in zip(np.split(flat, sizes, axis=1), self.shapes, strict=True)
+        ]
+
+    def adjoint(self, grads: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """One (B, *shape) gradient per output -> (dx (B, n), dy (B, m))."""
+        batch = grads[0].shape[0]
+        flat = np.hstack([g.reshape(batch, -1) for g in grads])
+        dz = (self.matrix.T @ flat.T).T
+        return dz[:, : self.n], dz[:, self.n :]
+
+    @cached_property
+    def uses_duals(self) -> bool:
+        """Whether any output reads ``y``: only then does LPGD perturb ``b``."""
+        return bool(self.matrix[:, self.n :].nnz)
+
+
+@dataclass(frozen=True)
+class CompiledProblem:
+    """A problem compiled for one conic form: parameters -> data, and solution -> outputs."""
+
+    maps: ProblemMaps
+    recovery: Recovery
