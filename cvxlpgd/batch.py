@@ -4,6 +4,11 @@ SCS and Clarabel release the GIL while they solve, so a thread pool gives real p
 One chunk per worker keeps the per-task overhead small; the items of a chunk run in order in
 one task, so per-chunk state (a solver workspace) is never used by two threads at once, and a
 given batch always meets it in the same order (bitwise reproducible results).
+
+The calling thread works too: it takes chunks that no worker has started yet. So a layer called
+from a task of its own executor (a saturated pool whose workers all wait on layers) cannot
+deadlock, and an interrupt (Ctrl-C) stops the call after the chunks already running, abandoning
+the rest.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, TypeVar
+
+from cvxlpgd.cone import INTERRUPTED
 
 T = TypeVar("T")
 
@@ -29,6 +36,16 @@ def default_executor() -> ThreadPoolExecutor:
         return _default
 
 
+def _forget_default_pool() -> None:
+    """In a forked child (a DataLoader worker), the parent's pool threads do not exist: a pool
+    inherited from the parent would accept work and never run it. Start afresh on first use."""
+    global _default, _default_lock
+    _default, _default_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_default_pool)
+
+
 def chunk_bounds(batch_size: int, executor: Executor | None) -> list[tuple[int, int]]:
     """Contiguous ``(start, stop)`` item ranges, one per worker (fixed for a given executor)."""
     chunks = 1
@@ -43,11 +60,99 @@ def in_process(executor: Executor | None) -> bool:
     return executor is None or isinstance(executor, ThreadPoolExecutor)
 
 
+class _Chunks:
+    """Chunks waiting to run; whoever claims one first (a worker or the caller) runs it."""
+
+    def __init__(self, work: Callable[..., Any], arguments: Sequence[tuple[Any, ...]]):
+        self.work, self.arguments = work, arguments
+        self.results: list[Any] = [None] * len(arguments)
+        self.next, self.lock = 0, threading.Lock()
+
+    def claim(self) -> int | None:
+        with self.lock:
+            if self.next >= len(self.arguments):
+                return None
+            self.next += 1
+            return self.next - 1
+
+    def abandon(self) -> None:
+        """Let no one start another chunk."""
+        with self.lock:
+            self.next = len(self.arguments)
+
+    def run_next(self) -> bool:
+        """Run the next unclaimed chunk; False when there was none."""
+        k = self.claim()
+        if k is None:
+            return False
+        self.results[k] = self.work(*self.arguments[k])
+        return True
+
+
 def run_chunks(
-    work: Callable[..., T], arguments: Sequence[tuple[Any, ...]], executor: Executor | None
+    work: Callable[..., T],
+    arguments: Sequence[tuple[Any, ...]],
+    executor: Executor | None,
+    stop: threading.Event | None = None,
 ) -> list[T]:
-    """``[work(*args) for args in arguments]``, one task per chunk on ``executor``."""
+    """``[work(*args) for args in arguments]``, the chunks spread over ``executor`` and this thread.
+
+    On any exception, ``stop`` is set (the chunks' ``Stoppable`` solvers watch it)."""
     if executor is None or len(arguments) == 1:
         return [work(*args) for args in arguments]
-    futures = [executor.submit(work, *args) for args in arguments]
-    return [future.result() for future in futures]
+    if not in_process(executor):
+        return [future.result() for future in [_submit(executor, work, args) for args in arguments]]
+    chunks = _Chunks(work, arguments)
+    helpers = [_submit(executor, chunks.run_next, ()) for _ in range(len(arguments) - 1)]
+    try:
+        while chunks.run_next():
+            pass
+        for helper in helpers:
+            if not helper.cancel():  # a helper that never started is not waited for
+                helper.result()  # one that started finishes its chunk (or found none)
+    except BaseException as error:
+        chunks.abandon()
+        if stop is not None:
+            stop.set()
+        # Wait for the chunks already running (the caller stops them at their next solve), so
+        # that no solve of this call overlaps the next call; those not started never will.
+        started = [helper for helper in helpers if not helper.cancel()]
+        reasons = [helper.exception() for helper in started]
+        if isinstance(error, Abandoned):  # another chunk stopped the call: raise its reason
+            raise next(r for r in reasons if r is not None and not isinstance(r, Abandoned)) from None
+        raise
+    return chunks.results
+
+
+class Abandoned(Exception):
+    """Raised inside a chunk whose call was interrupted: the chunk stops at its next solve."""
+
+
+class Stoppable:
+    """A solver that refuses new solves once ``stop`` is set, so that the chunks of an
+    interrupted call that are already running end at their next item instead of running on."""
+
+    def __init__(self, solver: Any, stop: threading.Event):
+        self._solver, self._stop = solver, stop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._solver, name)
+
+    def solve(self, program: Any, warm_start: Any = None, workspace: Any = None) -> Any:
+        if self._stop.is_set():
+            raise Abandoned
+        solution = self._solver.solve(program, warm_start=warm_start, workspace=workspace)
+        if solution.status == INTERRUPTED:  # SCS turns Ctrl-C into a status: stop the whole call
+            self._stop.set()
+            raise KeyboardInterrupt(f"{self._solver.name} was interrupted (Ctrl-C).")
+        return solution
+
+
+def _submit(executor: Executor, fn: Callable[..., Any], args: tuple[Any, ...]) -> Future:
+    try:
+        return executor.submit(fn, *args)
+    except RuntimeError as error:
+        raise RuntimeError(
+            f"The layer's executor cannot take work ({error}); it was probably shut down. Pass a "
+            "running executor as executor=, or none for cvxlpgd's default thread pool."
+        ) from error

@@ -17,6 +17,7 @@ INFEASIBLE = "infeasible"
 UNBOUNDED = "unbounded"
 ITERATION_LIMIT = "iteration_limit"
 SOLVER_ERROR = "solver_error"
+INTERRUPTED = "interrupted"  # the solver saw Ctrl-C (SIGINT): the call raises KeyboardInterrupt
 USABLE_STATUSES = frozenset({OPTIMAL, OPTIMAL_INACCURATE})
 
 

@@ -1,8 +1,8 @@
-"""Exceptions raised by cvxlpgd.
+"""Exceptions and warnings raised by cvxlpgd.
 
-Input errors subclass ``ValueError`` (or ``TypeError``) so that existing
-``except ValueError`` code written for cvxpylayers keeps working; solver failures
-subclass ``RuntimeError`` and carry the failing batch items with their statuses.
+Input errors subclass ``ValueError`` (or ``TypeError``) so that existing ``except ValueError``
+code written for cvxpylayers keeps working; solver failures subclass ``RuntimeError`` and carry
+the failing batch items with their statuses.
 """
 
 from __future__ import annotations
@@ -44,10 +44,23 @@ class PerturbedSolveError(SolverError):
         self.tau = tau
 
 
-def warn_user(message: str) -> None:
-    """Warn, attributing the warning to the first caller outside cvxlpgd and torch, so that the
-    reported file and line are the user's (the stack depth through torch varies)."""
+class SolverWarning(UserWarning):
+    """A call went on despite solver trouble (failed, inaccurate or one-sided items).
+
+    The text names only counts, never item numbers, so that Python's once-per-place filter
+    shows a training loop's warning once; which items and why are in ``statuses`` (and in the
+    layer's ``last_statuses``).
+    """
+
+    def __init__(self, message: str, statuses: Mapping[object, str]):
+        super().__init__(message)
+        self.statuses = dict(statuses)
+
+
+def warn_user(message: str, statuses: Mapping[object, str]) -> None:
+    """Warn with a ``SolverWarning``, attributed to the first caller outside cvxlpgd and torch,
+    so that the reported file and line are the user's (the stack depth through torch varies)."""
     frame, level = sys._getframe(1), 1
     while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL_PREFIXES):
         frame, level = frame.f_back, level + 1
-    warnings.warn(message, UserWarning, stacklevel=level + 1)
+    warnings.warn(SolverWarning(message, statuses), stacklevel=level + 1)

@@ -16,7 +16,7 @@ from cvxlpgd.gradients import GradientMethod, resolve_gradient
 from cvxlpgd.pipeline import FAILURE_POLICIES, FailurePolicy, LayerCall
 from cvxlpgd.program import CompiledProblem, ConicForm
 from cvxlpgd.solvers import make_solver, solver_name
-from cvxlpgd.validate import Inputs, check_inputs, check_problem
+from cvxlpgd.validate import Inputs, check_executor, check_inputs, check_problem
 
 
 class CvxpyLayer(torch.nn.Module):
@@ -60,7 +60,7 @@ class CvxpyLayer(torch.nn.Module):
         if on_failure not in FAILURE_POLICIES:
             raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}.")
         self.on_failure = on_failure
-        self.executor = executor
+        self.executor = check_executor(executor)
         self.problem = problem
         form = self.gradient.conic_form(make_solver(self.solver, self.solver_args))  # validates settings
         self.cvxpy_parameters, self.variables = check_problem(
@@ -85,6 +85,9 @@ class CvxpyLayer(torch.nn.Module):
             self._compiled[form] = compile_problem(self.problem, self.cvxpy_parameters, self.variables, form)
         return self._compiled[form]
 
+    # torch.compile cannot trace a solver: the call stays out of the graph (one graph break),
+    # so compiled models run it eagerly, quietly, and without recompiling per input shape.
+    @torch.compiler.disable
     def forward(
         self,
         *params: torch.Tensor,
@@ -101,6 +104,7 @@ class CvxpyLayer(torch.nn.Module):
             method=method,
             on_failure=self.on_failure,
             executor=self.executor or default_executor(),
+            parameter_names=tuple(name for p in self.cvxpy_parameters for name in [p.name()] * p.size),
         )
         # Decided here: inside the Function's forward, grad mode is always off.
         differentiable = torch.is_grad_enabled() and any(p.requires_grad for p in params)

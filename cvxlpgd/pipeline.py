@@ -9,14 +9,15 @@ chunk's slice of the conic data, run on the executor. This module only orchestra
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
-from cvxlpgd.batch import chunk_bounds, in_process, run_chunks
-from cvxlpgd.cone import OPTIMAL_INACCURATE, Solution
+from cvxlpgd.batch import Stoppable, chunk_bounds, in_process, run_chunks
+from cvxlpgd.cone import INTERRUPTED, OPTIMAL_INACCURATE, Solution
 from cvxlpgd.errors import SolverError, warn_user
 from cvxlpgd.gradients.base import GradientMethod, SolvedChunk
 from cvxlpgd.program import CompiledProblem, DataGradient, ProgramBatch
@@ -42,9 +43,21 @@ class LayerCall:
     method: GradientMethod
     on_failure: FailurePolicy
     executor: Executor | None
+    parameter_names: tuple[str, ...] = ()  # the parameter of each entry of theta, for messages
     program: ProgramBatch | None = None
     bounds: list[tuple[int, int]] = field(default_factory=list)
     solved: list[SolvedChunk] = field(default_factory=list)
+
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def _run(self, work, arguments: list[tuple]) -> list:
+        """Run per-chunk work; on any interruption, chunks still running stop at their next solve."""
+        return run_chunks(work, arguments, self.executor, self.stop)
+
+    @property
+    def _chunk_solver(self) -> ConeSolver:
+        """In this process, a solver that the call can stop; elsewhere the plain (picklable) one."""
+        return Stoppable(self.solver, self.stop) if in_process(self.executor) else self.solver
 
     @property
     def solutions(self) -> list[Solution]:
@@ -52,12 +65,13 @@ class LayerCall:
 
     def forward(self, theta: np.ndarray, differentiable: bool) -> list[np.ndarray]:
         self.program = program = self.compiled.maps.apply(theta)
+        self._check_finite(theta)
         self.bounds = chunk_bounds(program.batch_size, self.executor)
         keep = in_process(self.executor)
-        self.solved = run_chunks(
+        solver = self._chunk_solver
+        self.solved = self._run(
             self.method.solve,
-            [(self.solver, program.slice(lo, hi), keep, differentiable) for lo, hi in self.bounds],
-            self.executor,
+            [(solver, program.slice(lo, hi), keep, differentiable) for lo, hi in self.bounds],
         )
         solutions = self.solutions
         self._check_statuses(solutions)
@@ -67,38 +81,62 @@ class LayerCall:
         x[failed], y[failed] = np.nan, np.nan
         return self.compiled.recovery.apply(x, y)
 
+    def _check_finite(self, theta: np.ndarray) -> None:
+        """Finite parameters can still overflow in the conic data (1e308 times a coefficient):
+        say so, naming the largest parameter, instead of letting the solver fail obscurely."""
+        program = self.program
+        blocks = {"A": program.A_values, "b": program.b, "c": program.c, "P": program.P_values}
+        broken = [
+            name for name, values in blocks.items() if values is not None and not np.isfinite(values).all()
+        ]
+        if not broken:
+            return
+        largest = int(np.abs(theta).max(axis=0).argmax())
+        raise ValueError(
+            f"The conic data contain inf or NaN after scaling (in {', '.join(broken)}), although every "
+            f"parameter is finite: parameter {self.parameter_names[largest]!r} has entries up to "
+            f"{np.abs(theta[:, largest]).max():.3g}. Rescale the parameters (the solvers work in "
+            "float64 and need the data well inside its range)."
+        )
+
     def _check_statuses(self, solutions: list[Solution]) -> None:
         bad = {i: s.status for i, s in enumerate(solutions) if not s.usable}
-        name = self.solver.name
+        name, total = self.solver.name, len(solutions)
+        if INTERRUPTED in bad.values():
+            raise KeyboardInterrupt(f"{name} was interrupted (Ctrl-C) while solving the batch.")
         if bad and self.on_failure == "raise":
             raw = {i: solutions[i].solver_status for i in bad}
             raise SolverError(
-                f"{name} failed on {len(bad)} of {len(solutions)} batch item(s): {_listing(bad)} "
+                f"{name} failed on {len(bad)} of {total} batch item(s): {_listing(bad)} "
                 f"({name} said: {_listing(raw)}). Pass on_failure='nan' to continue with NaN outputs "
                 "and zero gradient for failed items.",
                 bad,
             )
         if bad:
-            warn_user(f"{name} failed on batch item(s) {_listing(bad)}; their outputs are NaN.")
-        inaccurate = [i for i, s in enumerate(solutions) if s.status == OPTIMAL_INACCURATE]
+            warn_user(
+                f"{name} failed on {len(bad)} of {total} batch item(s); their outputs are NaN and their "
+                "gradients zero (which items and why: layer.last_statuses).",
+                bad,
+            )
+        inaccurate = {i: s.status for i, s in enumerate(solutions) if s.status == OPTIMAL_INACCURATE}
         if inaccurate:
             warn_user(
-                f"{name} solved {len(inaccurate)} batch item(s) only inaccurately (items "
-                f"{inaccurate[:_MAX_LISTED]}); consider tighter solver_args or more iterations.",
+                f"{name} solved {len(inaccurate)} of {total} batch item(s) only inaccurately (which: "
+                "layer.last_statuses); consider tighter solver_args or more iterations.",
+                inaccurate,
             )
 
     def backward(self, output_grads: list[np.ndarray]) -> np.ndarray:
         """Output gradients (B, *shape) -> gradient w.r.t. theta (B, p)."""
         dx, dy = self.compiled.recovery.adjoint(output_grads)
         dy = dy if self.compiled.recovery.uses_duals else None
-        program = self.program
-        results = run_chunks(
+        program, solver = self.program, self._chunk_solver
+        results = self._run(
             self.method.differentiate,
             [
-                (self.solver, program.slice(lo, hi), solved, dx[lo:hi], None if dy is None else dy[lo:hi], lo)
+                (solver, program.slice(lo, hi), solved, dx[lo:hi], None if dy is None else dy[lo:hi], lo)
                 for (lo, hi), solved in zip(self.bounds, self.solved, strict=True)
             ],
-            self.executor,
         )
         self.method.report(results, raise_errors=self.on_failure == "raise")
         grads = DataGradient.stack([g for r in results for g in r.grads], program.structure)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cvxpy as cp
 import numpy as np
 import torch
+from cvxpy.atoms.quad_form import QuadForm
 from cvxpy.utilities import scopes
 
 # Parameter values are accepted up to this relative asymmetry / negative eigenvalue, so that
@@ -27,6 +29,39 @@ def _first_non_dpp(problem: cp.Problem) -> str:
         if not item.is_dcp(dpp=True):
             return f"{label}: {item}"
     return "the problem as a whole"
+
+
+def _quad_forms(expression: cp.Expression) -> list[QuadForm]:
+    """The ``quad_form`` atoms inside an expression tree."""
+    found = [expression] if isinstance(expression, QuadForm) else []
+    for arg in expression.args:
+        found += _quad_forms(arg)
+    return found
+
+
+def _check_constraint_quad_forms(problem: cp.Problem) -> None:
+    """A parametrized ``quad_form(x, P)`` is DPP only in the objective: inside a constraint CVXPY
+    would read P's stored value as a constant, so the layer would ignore the tensor passed."""
+    for i, con in enumerate(problem.constraints):
+        for atom in _quad_forms(con):
+            if atom.args[1].parameters():
+                raise ValueError(
+                    f"Constraint {i} ({con}) uses quad_form with a parameter matrix; a parametrized "
+                    "quad_form is supported in the objective only (as in cvxpylayers). Write the "
+                    "constraint with a factor parameter instead, e.g. cp.sum_squares(F @ x) <= t "
+                    "with P = F'F."
+                )
+
+
+def check_executor(executor: object) -> Executor | None:
+    """Only thread pools for now: the per-chunk work keeps solver workspaces in memory."""
+    if executor is None or isinstance(executor, ThreadPoolExecutor):
+        return executor
+    raise TypeError(
+        f"executor must be a concurrent.futures.ThreadPoolExecutor (or None for cvxlpgd's default "
+        f"thread pool), got {type(executor).__name__}: the solvers release the GIL, so threads "
+        "run the batch in parallel; process and cluster executors are not supported yet."
+    )
 
 
 def check_problem(
@@ -49,6 +84,7 @@ def check_problem(
         )
     if not problem.is_dcp():
         raise ValueError("The problem is not DCP (disciplined convex); CVXPY cannot canonicalize it.")
+    _check_constraint_quad_forms(problem)
     if not problem.is_dpp():
         in_scope = False
         if allow_param_quad_form:
@@ -146,6 +182,13 @@ def check_inputs(params: Sequence[object], parameters: Sequence[cp.Parameter]) -
     for i, (value, param) in enumerate(zip(params, parameters, strict=True)):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{_describe(param, i)} must be a torch.Tensor, got {type(value).__name__}.")
+        if torch._C._functorch.is_functorch_wrapped_tensor(value):
+            raise RuntimeError(
+                f"CvxpyLayer does not support torch.func transforms (vmap, grad, jacrev, ...), which "
+                f"reached it through {_describe(param, i)}: the solve runs outside torch. Instead of "
+                "vmap, give the parameters a leading batch dimension; for Jacobians, use "
+                "torch.autograd.functional.jacobian."
+            )
         if value.layout != torch.strided or value.is_meta:
             kind = "a meta tensor" if value.is_meta else f"layout {value.layout}"
             raise TypeError(f"{_describe(param, i)} must be a dense tensor with data, got {kind}.")

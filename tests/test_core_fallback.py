@@ -39,8 +39,9 @@ def test_fallback_tries_the_unused_side() -> None:
     config = LPGD(tau=10.0, side="upper", fallback=True)
     layer = CvxpyLayer(problem, [c], [x], solver="CLARABEL", gradient=config)
     cost = torch.tensor([1.0, -1.0], requires_grad=True)
-    with pytest.warns(UserWarning, match="upper"):
+    with pytest.warns(UserWarning, match="one-sided") as record:
         (layer(cost)[0] * torch.tensor([1.0, 0.0])).sum().backward()
+    assert record[0].message.statuses == {(0, -1): "unbounded"}  # the upper side failed
     assert torch.isfinite(cost.grad).all()
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from cvxlpgd import LPGD, CvxpyLayer, PerturbedSolveError, SolverError
+from cvxlpgd import LPGD, CvxpyLayer, PerturbedSolveError, SolverError, SolverWarning
 
 SOLVERS = ["SCS", "CLARABEL"]
 ARGS = {"SCS": {"eps": 1e-9, "max_iters": 20_000}, "CLARABEL": {}}
@@ -132,7 +132,7 @@ def test_scs_iteration_limit_is_never_silent(lp):
     assert layer.last_statuses == ["iteration_limit"] * 4
     assert torch.isnan(x).all()
     assert len(record) == 1, [str(w.message) for w in record]
-    assert "item 3: iteration_limit" in str(record[0].message)
+    assert record[0].message.statuses == dict.fromkeys(range(4), "iteration_limit")
     layer(*batch(), solver_args={"max_iters": 20_000})
     assert layer.last_statuses == ["optimal"] * 4
 
@@ -176,9 +176,9 @@ def test_nan_policy_isolates_the_failed_item(lp, solver, gradient, kind, item):
     B.requires_grad_(True)
     with pytest.warns(UserWarning) as record:
         x, y = layer(C, B)
-    failures = warnings_matching(record, "failed on batch item")
+    failures = warnings_matching(record, "failed on 1 of 4 batch item")
     assert len(failures) == 1, [str(w.message) for w in record]
-    assert f"item {item}:" in str(failures[0].message)
+    assert list(failures[0].message.statuses) == [item]
     assert layer.last_statuses[item] != "optimal"
     if gradient == "lpgd" or solver == "CLARABEL":
         assert layer.last_statuses[item] == kind
@@ -213,8 +213,9 @@ def test_nan_policy_with_nan_incoming_gradient(lp, solver):
     layer = make_layer(lp, solver, on_failure="nan")
     C, B = batch(1, "infeasible")
     C.requires_grad_(True)
-    with pytest.warns(UserWarning, match="item 1: infeasible"):
+    with pytest.warns(SolverWarning, match="failed on 1 of 4") as record:
         x, y = layer(C, B)
+    assert record[0].message.statuses == {1: "infeasible"}
     ((x - 0.3) ** 2).sum().backward()  # d/dx is NaN for item 1
     assert torch.equal(C.grad[1], torch.zeros(2, dtype=torch.float64))
     assert torch.isfinite(C.grad).all()
@@ -225,8 +226,9 @@ def test_nan_policy_all_items_fail(lp, solver):
     layer = make_layer(lp, solver, on_failure="nan")
     C, B = batch()
     B = torch.full_like(B, -1.0).requires_grad_(True)
-    with pytest.warns(UserWarning, match="4 more|item 3: infeasible"):
+    with pytest.warns(SolverWarning, match="failed on 4 of 4") as record:
         x, y = layer(C, B)
+    assert record[0].message.statuses == dict.fromkeys(range(4), "infeasible")
     assert torch.isnan(x).all() and torch.isnan(y).all()
     assert layer.last_statuses == ["infeasible"] * 4
     x.sum().backward()
@@ -235,8 +237,9 @@ def test_nan_policy_all_items_fail(lp, solver):
 
 def test_nan_policy_iteration_limit(lp):
     layer = make_layer(lp, "CLARABEL", on_failure="nan", solver_args={"max_iters": 2})
-    with pytest.warns(UserWarning, match="iteration_limit"):
+    with pytest.warns(SolverWarning, match="failed on 4 of 4") as record:
         x, _ = layer(*batch())
+    assert set(record[0].message.statuses.values()) == {"iteration_limit"}
     assert torch.isnan(x).all()
     assert layer.last_statuses == ["iteration_limit"] * 4
 
@@ -355,7 +358,7 @@ def test_perturbed_solve_failure_with_nan_policy(lp, solver):
         (-x[:, 1]).sum().backward()
     relevant = warnings_matching(record, "LPGD re-solve")
     assert len(relevant) == 1
-    assert "item 1, lower (+tau) side: unbounded" in str(relevant[0].message)
+    assert relevant[0].message.statuses == {(1, 1): "unbounded"}
     assert "zero gradient" in str(relevant[0].message)
     assert torch.equal(C.grad[1], torch.zeros(2, dtype=torch.float64))
     assert torch.isfinite(C.grad).all()

@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from cvxlpgd.cone import ConeProgram, Solution
+from cvxlpgd.cone import INFEASIBLE, INTERRUPTED, ConeProgram, Solution
 from cvxlpgd.errors import PerturbedSolveError, warn_user
 from cvxlpgd.gradients.base import ChunkGradient, SolvedChunk
 from cvxlpgd.program import ConeStructure, ConicForm, DataGradient, ProgramBatch
@@ -96,6 +96,12 @@ class LPGD:
             grad, bad = self._item_gradient(
                 solver, program.structure, base, P_rho, star, dx[i], item_dy, workspace
             )
+            if INTERRUPTED in bad.values():
+                raise KeyboardInterrupt(f"{solver.name} was interrupted (Ctrl-C) during an LPGD re-solve.")
+            if INFEASIBLE in bad.values() and dy is not None and _HINT not in problems:
+                hint = dependent_equalities(base)
+                if hint:
+                    problems[_HINT] = hint
             grads.append(grad)
             problems.update({(start + i, sign): status for sign, status in bad.items()})
         return ChunkGradient(grads, problems)
@@ -138,11 +144,12 @@ class LPGD:
         """Failed re-solves: raise (or warn) for items left without a gradient; warn once for
         items that fell back to one side."""
         grads = [g for r in results for g in r.grads]
-        failures = {key: status for r in results for key, status in r.problems.items()}
+        hints = {r.problems[_HINT] for r in results if _HINT in r.problems}
+        failures = {key: status for r in results for key, status in r.problems.items() if key != _HINT}
         lost = {key: status for key, status in failures.items() if grads[key[0]] is None}
+        lost_items = {i for i, _ in lost}
         if lost:
-            message = (
-                f"LPGD re-solve with tau={self.tau}, rho={self.rho} failed ({_failure_text(lost)}). "
+            cause = " ".join(sorted(hints)) or (
                 "A perturbed cost can make the problem unbounded and a perturbed right-hand side "
                 "infeasible. Remedies: a smaller tau, rho > 0 (keeps the perturbed problem bounded), "
                 "the other side (side='lower' or 'upper'), or LPGD(fallback=True) to use the side "
@@ -151,23 +158,48 @@ class LPGD:
             if raise_errors:
                 first_sign = next(iter(lost))[1]
                 raise PerturbedSolveError(
-                    message,
+                    f"LPGD re-solve with tau={self.tau}, rho={self.rho} failed "
+                    f"({_failure_text(lost)}). {cause}",
                     {i: s for (i, _), s in lost.items()},
                     side="lower" if first_sign == 1 else "upper",
                     tau=self.tau,
                 )
-            warn_user(message + " Those items get zero gradient.")
-        elif failures:
             warn_user(
-                f"LPGD (tau={self.tau}) fell back to a one-sided estimate where a re-solve failed: "
-                f"{_failure_text(failures)}.",
+                f"LPGD re-solves with tau={self.tau}, rho={self.rho} failed for {len(lost_items)} of "
+                f"{len(grads)} batch item(s); those get zero gradient. {cause}",
+                lost,
+            )
+        elif failures:
+            fallen = len({i for i, _ in failures})
+            warn_user(
+                f"LPGD (tau={self.tau}) fell back to a one-sided estimate for {fallen} of {len(grads)} "
+                "batch item(s) where a re-solve failed.",
+                failures,
             )
 
 
+_HINT = "dependent equalities"
+
+
 def _failure_text(failures: dict[tuple[int, int], str]) -> str:
-    return "; ".join(
-        f"item {i}, {_SIDE_NAMES[sign]} side: {status}"
-        for (i, sign), status in list(failures.items())[:_MAX_LISTED]
+    listed = list(failures.items())[:_MAX_LISTED]
+    return "; ".join(f"item {i}, {_SIDE_NAMES[sign]} side: {status}" for (i, sign), status in listed)
+
+
+def dependent_equalities(program: ConeProgram) -> str | None:
+    """Why perturbing ``b`` along ``dy`` can make every re-solve infeasible: linearly dependent
+    equality rows (their duals are not unique, and ``b - tau dy`` leaves the range of A)."""
+    rows = program.dims.zero
+    if rows < 2 or rows * program.A.shape[1] > 4_000_000:  # too large to check densely
+        return None
+    rank = int(np.linalg.matrix_rank(program.A[:rows].toarray()))
+    if rank == rows:
+        return None
+    return (
+        f"The problem's {rows} equality rows are linearly dependent (rank {rank}): the duals of "
+        "dependent equalities are not unique, and LPGD's perturbation of their right-hand side "
+        "makes the re-solve infeasible. Drop the redundant equality row(s), or use "
+        "gradient='implicit'."
     )
 
 

@@ -10,6 +10,7 @@ import scs
 
 from cvxlpgd.cone import (
     INFEASIBLE,
+    INTERRUPTED,
     ITERATION_LIMIT,
     OPTIMAL,
     OPTIMAL_INACCURATE,
@@ -56,6 +57,8 @@ def scs_status(info: Mapping[str, Any]) -> str:
         return INFEASIBLE
     if value in (-1, -6):
         return UNBOUNDED
+    if value == -5:  # SCS catches SIGINT itself and stops with this status
+        return INTERRUPTED
     return SOLVER_ERROR
 
 
