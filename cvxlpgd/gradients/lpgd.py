@@ -1,5 +1,5 @@
 """LPGD: gradients from a re-solve of the conic program with costs perturbed by the incoming
-gradient (Paulus, Martius & Musil, ICML 2024). See DESIGN.md section 3 for the formulas.
+gradient (Paulus, Martius & Musil, ICML 2024). The formulas and conventions: docs/design.md, section 3.
 """
 
 from __future__ import annotations
