@@ -10,7 +10,8 @@ Two things in raw outputs do not belong in a repository:
 * machine paths: a warning names the file that raised it, a traceback its frames. Paths under
   the Python installation, the repository and the home directory are written relative to them.
 
-Everything else (text, plots, warnings, errors) is kept as the kernel produced it.
+Everything else (text, plots, warnings, errors) is kept as the kernel produced it; the kernel's
+per-cell timestamps are dropped.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def clean_outputs(cell: nbformat.NotebookNode, replacements: list[tuple[str, str
             output.text = without_paths(terminal_text(output.text), replacements)
             if not output.text.strip():
                 continue
-            output.text += "\n"
+            output.text = output.text.rstrip("\n") + "\n"
         elif output.output_type == "error":
             output.traceback = [without_paths(line, replacements) for line in output.traceback]
         elif "text/plain" in output.get("data", {}):
@@ -99,11 +100,17 @@ def execute(path: Path, timeout: int) -> None:
         notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
     )
     client.execute()
+    tidy(notebook)
+    nbformat.write(notebook, path)
+
+
+def tidy(notebook: nbformat.NotebookNode) -> None:
+    """Clean every code cell's outputs and drop the kernel's timestamps (noise in a diff)."""
     replacements = _path_replacements()
     for cell in notebook.cells:
         if cell.cell_type == "code":
+            cell.metadata.pop("execution", None)
             clean_outputs(cell, replacements)
-    nbformat.write(notebook, path)
 
 
 def main(argv: list[str] | None = None) -> None:
