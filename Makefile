@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench notebooks clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,14 +23,18 @@ demo: $(STAMP)
 	$(PY) -m cvxlpgd.demo
 
 test: $(STAMP)
-	$(PY) -m ruff check cvxlpgd tests benchmarks
+	$(PY) -m ruff check cvxlpgd tests benchmarks tutorials/execute.py
 	$(PY) -m pytest -q tests --nbmake tutorials
 
 lint: $(STAMP)
-	$(PY) -m ruff check cvxlpgd tests benchmarks
+	$(PY) -m ruff check cvxlpgd tests benchmarks tutorials/execute.py
 
 bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.run
+
+# Re-execute every tutorial in place, storing outputs without progress-bar frames or machine paths.
+notebooks: $(STAMP)
+	$(PY) tutorials/execute.py tutorials/*.ipynb
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

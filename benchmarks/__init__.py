@@ -1,1 +1,1 @@
-"""Benchmark suite for cvxlpgd (issue 3): ``python -m benchmarks.run`` / ``make bench``."""
+"""Benchmark suite for cvxlpgd: ``python -m benchmarks.run`` / ``make bench``."""

@@ -25,10 +25,17 @@ class ShortestPath:
 
 
 def grid_shortest_path(grid: int) -> ShortestPath:
-    """The shortest-path LP on a ``grid`` x ``grid`` node lattice with right and down edges."""
-    node = lambda r, c: r * grid + c  # noqa: E731
-    edges = [(node(r, c), node(r, c + 1)) for r in range(grid) for c in range(grid - 1)]
-    edges += [(node(r, c), node(r + 1, c)) for r in range(grid - 1) for c in range(grid)]
+    """The shortest-path LP on a ``grid`` x ``grid`` node lattice with right and down edges.
+
+    Edges are numbered as PyEPO numbers its grid's arcs, so that cost vectors from
+    ``shortest_path_data`` (or from PyEPO itself) mean the same edges: row by row, first the
+    row's rightward edges from left to right, then (except on the last row) its downward edges.
+    """
+    edges = []
+    for r in range(grid):
+        edges += [(r * grid + c, r * grid + c + 1) for c in range(grid - 1)]
+        if r < grid - 1:
+            edges += [(r * grid + c, (r + 1) * grid + c) for c in range(grid)]
     incidence = np.zeros((grid * grid, len(edges)))
     for e, (tail, head) in enumerate(edges):
         incidence[tail, e] -= 1.0
@@ -44,12 +51,18 @@ def grid_shortest_path(grid: int) -> ShortestPath:
 def shortest_path_data(
     num: int, num_edges: int, num_features: int = 5, degree: int = 4, noise: float = 0.5, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """PyEPO's synthetic data: features ~ N(0, I), costs = ((Bx/sqrt(p) + 3)^deg / 3.5^(deg-1) + 1) * eps."""
-    rng = np.random.default_rng(seed)
-    B = rng.binomial(1, 0.5, size=(num_edges, num_features))
-    features = rng.standard_normal((num, num_features))
-    base = (features @ B.T / np.sqrt(num_features) + 3.0) ** degree / 3.5 ** (degree - 1) + 1.0
-    costs = base * rng.uniform(1.0 - noise, 1.0 + noise, size=base.shape)
+    """Features and edge costs as PyEPO 2.2.5's ``pyepo.data.shortestpath.genData`` makes them.
+
+    Same generator, same draws in the same order, so a seed gives PyEPO's numbers (PyEPO's own
+    default seed is 135): ``B`` in {0, 1}^(edges x p), Bernoulli(1/2); features x ~ N(0, I_p);
+    costs ``c = ((B x / sqrt(p) + 3)^deg + 1) / 3.5^deg``, each times an independent factor
+    uniform on [1 - noise, 1 + noise]. PyEPO rounds the costs to float32; these stay float64.
+    """
+    rng = np.random.RandomState(seed)
+    B = rng.binomial(1, 0.5, (num_edges, num_features))
+    features = rng.normal(0.0, 1.0, (num, num_features))
+    costs = ((features @ B.T / np.sqrt(num_features) + 3.0) ** degree + 1.0) / 3.5**degree
+    costs *= rng.uniform(1.0 - noise, 1.0 + noise, (num, num_edges))
     return features, costs
 
 

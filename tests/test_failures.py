@@ -14,6 +14,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 import torch
+from lpgd_formula import lpgd_formula_gradient
 
 from cvxlpgd import LPGD, CvxpyLayer, PerturbedSolveError, SolverError, SolverWarning
 
@@ -327,11 +328,16 @@ def test_perturbed_solve_unbounded_names_item_side_tau(lp, solver, side, sign, f
 @pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("remedy", [LPGD(tau=0.05), LPGD(tau=2.0, rho=1.0)])
 def test_perturbed_solve_remedies_work(lp, solver, remedy):
+    """A smaller tau or rho > 0 keeps every re-solve bounded, and the gradient is LPGD's formula."""
     layer = make_layer(lp, solver, gradient=remedy)
     C = torch.tensor(UNBOUNDED_C, dtype=torch.float64, requires_grad=True)
     x, _ = layer(C, torch.ones(3, dtype=torch.float64))
     (-x[:, 1]).sum().backward()
     assert torch.isfinite(C.grad).all()
+    out_grads = [np.array([0.0, -1.0]), np.array(0.0)]
+    items = [[np.array(c), np.array(1.0)] for c in UNBOUNDED_C]
+    expected = np.stack([lpgd_formula_gradient(layer, item, out_grads, remedy)[0] for item in items])
+    np.testing.assert_allclose(C.grad.numpy(), expected, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

@@ -1,4 +1,5 @@
-"""Bad input raises a clear exception at the call that caused it, naming the culprit (DESIGN.md 5).
+"""Bad input raises a clear exception at the call that caused it, naming the culprit
+(docs/design.md, section 4).
 
 Every test asserts the exception type *and* that the message names what is wrong: the
 parameter / variable, the expected and given shape, the batch item, the attribute, the setting.

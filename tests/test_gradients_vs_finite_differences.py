@@ -1,19 +1,16 @@
-"""Gradients: LPGD against finite differences and against DESIGN.md's formula, implicit against
-gradcheck, and the LP case where the implicit gradient vanishes but LPGD's does not."""
+"""Gradients: LPGD against finite differences and against its formula on direct solves, implicit
+against gradcheck, and the LP case where the implicit gradient vanishes but LPGD's does not."""
 
 from __future__ import annotations
 
-import clarabel
 import cvxpy as cp
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
+from lpgd_formula import lpgd_formula_gradient
 from problems import active_set_qp, random_lp
 
 from cvxlpgd import LPGD, CvxpyLayer
-from cvxlpgd.program import DataGradient
-from cvxlpgd.solvers.clarabel import cones
 
 TIGHT = {"SCS": {"eps": 1e-11, "max_iters": 200_000}, "CLARABEL": {"eps": 1e-12}}
 # diffcp takes no P, so quadratics reach it as second-order cones; on those, Clarabel's solution
@@ -79,36 +76,10 @@ def test_lpgd_matches_finite_differences_on_qp(solver: str, side: str) -> None:
         assert error <= 1e-4, f"{solver} {side}: relative error {error:.2e} for {param.name()}"
 
 
-def _csc_positions(M: sp.csc_array) -> tuple[np.ndarray, np.ndarray]:
-    """(row, column) of each stored entry, in CSC storage order."""
-    return M.indices, np.repeat(np.arange(M.shape[1]), np.diff(M.indptr))
-
-
-def _lagrangian_gradient(A: sp.csc_array, P: sp.csc_array | None, x: np.ndarray, y: np.ndarray):
-    """DESIGN.md section 3, written out densely: dP = 1/2 xx' (upper-triangle storage), dA = yx'."""
-    dA = np.outer(y, x)[_csc_positions(A)]
-    dP = None
-    if P is not None:
-        rows, cols = _csc_positions(P)
-        dP = np.outer(x, x)[rows, cols] * np.where(rows == cols, 0.5, 1.0)
-    return dA, -y, x, dP
-
-
-def _clarabel_solve(P, A, b, c, dims) -> tuple[np.ndarray, np.ndarray]:
-    settings = clarabel.DefaultSettings()
-    settings.verbose = False
-    settings.tol_gap_abs = settings.tol_gap_rel = settings.tol_feas = 1e-12
-    n = c.size
-    P = sp.csc_matrix(P if P is not None else (n, n))
-    solution = clarabel.DefaultSolver(P, c, sp.csc_matrix(A), b, cones(dims), settings).solve()
-    assert str(solution.status) == "Solved"
-    return np.array(solution.x), np.array(solution.z)
-
-
 @pytest.mark.parametrize("kind", ["lp", "qp"])
 @pytest.mark.parametrize("rho", [0.0, 0.3])
 @pytest.mark.parametrize("side", ["central", "lower", "upper"])
-def test_lpgd_equals_design_formula(kind: str, rho: float, side: str) -> None:
+def test_lpgd_equals_formula_on_direct_solves(kind: str, rho: float, side: str) -> None:
     """tau = 0.5: the layer's gradient equals the formula evaluated on two direct Clarabel solves."""
     tau = 0.5
     if kind == "lp":
@@ -132,31 +103,9 @@ def test_lpgd_equals_design_formula(kind: str, rho: float, side: str) -> None:
     results = layer(*tensors)
     sum((r * torch.tensor(g)).sum() for r, g in zip(results, out_grads, strict=True)).backward()
 
-    compiled = layer.compiled()
-    theta = np.concatenate([v.ravel() for v in values])[None]
-    program = compiled.maps.apply(theta).item(0)
-    dx, dy = compiled.recovery.adjoint([g[None] for g in out_grads])
-    dx, dy = dx[0], dy[0]
-    n = program.c.size
-    x_star, y_star = _clarabel_solve(program.P, program.A, program.b, program.c, program.dims)
-    P_rho = (program.P if program.P is not None else sp.csc_array((n, n))) + rho * sp.identity(n)
-    perturbed = {}
-    for sign in (1, -1):
-        perturbed[sign] = _clarabel_solve(
-            sp.triu(P_rho, format="csc"),
-            program.A,
-            program.b - sign * tau * dy,
-            program.c + sign * tau * dx - rho * x_star,
-            program.dims,
-        )
-    G = {
-        key: _lagrangian_gradient(program.A, program.P, *z)
-        for key, z in [("star", (x_star, y_star)), (1, perturbed[1]), (-1, perturbed[-1])]
-    }
-    hi, lo, scale = {"central": (1, -1, 2 * tau), "lower": (1, "star", tau), "upper": ("star", -1, tau)}[side]
-    data = [None if a is None else (a - b) / scale for a, b in zip(G[hi], G[lo], strict=True)]
-    dA, db, dc, dP = (None if d is None else d[None] for d in data)
-    expected = compiled.maps.adjoint(DataGradient(A=dA, b=db, c=dc, P=dP))[0]
+    expected = np.concatenate(
+        [g.ravel() for g in lpgd_formula_gradient(layer, values, out_grads, layer.gradient)]
+    )
     got = np.concatenate([t.grad.numpy().ravel() for t in tensors])
     assert np.abs(got - expected).max() <= 1e-6 * max(1.0, np.abs(expected).max())
     assert np.abs(expected).max() > 1e-3  # the comparison is not between zeros
