@@ -26,7 +26,8 @@ from cvxpy.constraints import PSD, SOC, ExpCone, PowCone3D
 from cvxpy.utilities import scopes
 from cvxpy.utilities.psd_utils import tri_to_full
 
-from cvxlpgd.cone import ConeDims, ConeProgram
+from cvxlpgd.cone import ConeDims, ConeProgram, Integrality
+from cvxlpgd.integrality import check_mixed_integer_data, integrality, problem_data
 
 _SYMMETRIC_ATTRIBUTES = ("symmetric", "PSD", "NSD")
 
@@ -90,6 +91,7 @@ class ConeStructure:
     dims: ConeDims
     A: SparsePattern
     P: SparsePattern | None  # upper triangle
+    integrality: Integrality | None = None  # only for mixed-integer problems
 
     @property
     def n(self) -> int:
@@ -120,6 +122,7 @@ class ProgramBatch:
             c=self.c[min(i, self.c.shape[0] - 1)],
             dims=self.structure.dims,
             P=P,
+            integrality=self.structure.integrality,
         )
 
     def _matrices(self, i: int) -> tuple[sp.csc_array, sp.csc_array | None]:
@@ -301,7 +304,9 @@ def _scale(amap: AffineMap, factor: float) -> AffineMap:
     return AffineMap(sp.csr_array(amap.matrix * factor), amap.offset * factor)
 
 
-def _structure_and_maps(param_prob, dims: ConeDims, lift: sp.csr_array) -> ProblemMaps:
+def _structure_and_maps(
+    param_prob, dims: ConeDims, lift: sp.csr_array, integer: Integrality | None
+) -> ProblemMaps:
     n = param_prob.x.size
     m = dims.size
     A_tensor = _TallTensor.of(param_prob.A)
@@ -328,7 +333,7 @@ def _structure_and_maps(param_prob, dims: ConeDims, lift: sp.csr_array) -> Probl
                 sp.csr_array((sym.matrix + mirror.matrix) * 0.5), (sym.offset + mirror.offset) * 0.5
             )
             P_pattern = SparsePattern.from_flat_positions(upper, (n, n))
-    structure = ConeStructure(dims=dims, A=A_pattern, P=P_pattern)
+    structure = ConeStructure(dims=dims, A=A_pattern, P=P_pattern, integrality=integer)
     return ProblemMaps(structure=structure, A=A_map, b=b_map, c=c_map, P=P_map)
 
 
@@ -443,11 +448,14 @@ def compile_problem(
     """
     scope = scopes.quad_form_dpp_scope() if quad_obj else contextlib.nullcontext()
     with scope:
-        data, chain, _ = problem.get_problem_data(solver=canon_solver, solver_opts={"use_quad_obj": quad_obj})
+        data, chain = problem_data(problem, canon_solver, {"use_quad_obj": quad_obj})
     param_prob = data[cp.settings.PARAM_PROB]
     dims = ConeDims.from_cvxpy(data["dims"])
     param_id_map = {k: v[0] for k, v in chain.compose_param_id_map().items()}
     lift = _lifting(param_prob, param_id_map, parameters)
-    maps = _structure_and_maps(param_prob, dims, lift)
+    integer = integrality(data, param_prob.x.size)
+    maps = _structure_and_maps(param_prob, dims, lift, integer)
+    if integer is not None:
+        check_mixed_integer_data(maps.A.constant and maps.b.constant, quadratic=maps.P is not None)
     recovery = _recovery(problem, variables, param_prob, chain, maps.structure.n, maps.structure.m)
     return CompiledProblem(maps=maps, recovery=recovery)

@@ -74,7 +74,12 @@ class CvxpyLayer(torch.nn.Module):
         self.executor = executor
         self.problem = problem
         self.parameters, self.variables = check_problem(
-            problem, parameters, variables, allow_param_quad_form=self.gradient != "implicit"
+            problem,
+            parameters,
+            variables,
+            allow_param_quad_form=self.gradient != "implicit",
+            solver=self.solver,
+            implicit=self.gradient == "implicit",
         )
         self._compiled: dict[tuple[str, bool], CompiledProblem] = {}
         self._compiled_for(self.gradient)
@@ -86,7 +91,14 @@ class CvxpyLayer(torch.nn.Module):
         key = ("SCS", False) if gradient == "implicit" else (self.solver, True)
         if key not in self._compiled:
             if gradient == "implicit":
-                check_problem(self.problem, self.parameters, self.variables, allow_param_quad_form=False)
+                check_problem(
+                    self.problem,
+                    self.parameters,
+                    self.variables,
+                    allow_param_quad_form=False,
+                    solver=self.solver,
+                    implicit=True,
+                )
             self._compiled[key] = compile_problem(self.problem, self.parameters, self.variables, *key)
         return self._compiled[key]
 
