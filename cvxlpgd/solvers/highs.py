@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import highspy
@@ -28,6 +29,7 @@ from cvxlpgd.cone import (
     Solution,
 )
 from cvxlpgd.solvers.base import Workspace, check_settings, split_common, workspace_solver
+from cvxlpgd.solvers.highs_bounds import BoundRows
 
 _DEFAULT_OPTIONS = highspy.HighsOptions()
 DEFAULTS: dict[str, Any] = {
@@ -114,23 +116,25 @@ class HighsSolver:
         if rejected is not None:
             raise ValueError(f"HIGHS rejected the setting {rejected} (out of range or not an allowed value).")
 
-    def _build(self, program: ConeProgram) -> highspy.Highs:
+    def _build(self, program: ConeProgram) -> _Model:
         check_cones(program.dims)
         highs = highspy.Highs()
         for key, value in self._options:
             highs.setOptionValue(key, value)
-        m, n = program.A.shape
-        A = sp.csc_array(program.A)
-        lp = highspy.HighsLp()
-        lp.num_col_, lp.num_row_ = n, m
-        lp.col_cost_ = program.c
-        lower, upper = _row_bounds(program)
-        lp.row_lower_, lp.row_upper_ = lower, upper
+        n = program.c.size
         integrality = program.integrality
+        bounds = BoundRows.of(program)
         if integrality is None:
-            lp.col_lower_, lp.col_upper_ = np.full(n, -highspy.kHighsInf), np.full(n, highspy.kHighsInf)
+            model = _Model(highs, bounds, np.full(n, -np.inf), np.full(n, np.inf))
         else:
-            lp.col_lower_, lp.col_upper_ = integrality.lower, integrality.upper
+            model = _Model(highs, bounds, integrality.lower, integrality.upper)
+        A = sp.csc_array(sp.csr_array(program.A)[bounds.kept])
+        lp = highspy.HighsLp()
+        lp.num_col_, lp.num_row_ = n, A.shape[0]
+        lp.col_cost_ = program.c
+        lp.row_lower_, lp.row_upper_ = model.row_bounds(program)
+        lp.col_lower_, lp.col_upper_ = model.column_bounds(program)
+        if integrality is not None:
             kinds = np.full(n, highspy.HighsVarType.kContinuous)
             kinds[integrality.integer] = highspy.HighsVarType.kInteger
             lp.integrality_ = list(kinds)
@@ -146,7 +150,7 @@ class HighsSolver:
             # HiGHS takes the lower triangle column-wise: the transpose of P's upper triangle.
             lower_P = sp.csc_array(sp.triu(program.P).T)
             highs.passHessian(n, lower_P.nnz, 1, lower_P.indptr, lower_P.indices, lower_P.data)
-        return highs
+        return model
 
     def solve(
         self,
@@ -156,58 +160,87 @@ class HighsSolver:
     ) -> Solution:
         key = ("HIGHS", self._options)
         if workspace is not None and key in workspace:
-            highs = workspace[key]
-            n, m = program.c.size, program.b.size
-            lower, upper = _row_bounds(program)
-            highs.changeColsCost(n, np.arange(n, dtype=np.int32), program.c)
-            highs.changeRowsBounds(m, np.arange(m, dtype=np.int32), lower, upper)
+            model = workspace[key]
+            model.update(program)
         else:
-            highs = workspace_solver({} if workspace is None else workspace, key, program, self._build)
+            model = workspace_solver({} if workspace is None else workspace, key, program, self._build)
+        highs, n = model.highs, program.c.size
         mixed_integer = program.integrality is not None
         if warm_start is not None and warm_start.basis is not None and not mixed_integer:
             highs.setBasis(warm_start.basis)
         elif warm_start is not None and mixed_integer and warm_start.usable:
-            n = program.c.size
-            highs.setSolution(n, np.arange(n, dtype=np.int32), warm_start.x)
+            highs.setSolution(n, _indices(n), warm_start.x)
         start = time.perf_counter()
         highs.run()
         elapsed = time.perf_counter() - start
-        return _solution(highs, program, mixed_integer, elapsed)
+        return model.solution(program, elapsed)
 
 
-def _row_bounds(program: ConeProgram) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-cone rows are equalities ``A_i x = b_i``, nonnegative-cone rows ``A_i x <= b_i``."""
-    lower = program.b.copy()
-    lower[program.dims.zero :] = -highspy.kHighsInf
-    return lower, program.b
+@functools.lru_cache(maxsize=32)
+def _indices(k: int) -> np.ndarray:
+    """0..k-1 as HiGHS's index type, for changing every cost or bound at once."""
+    return np.arange(k, dtype=np.int32)
 
 
-def _solution(highs: highspy.Highs, program: ConeProgram, mixed_integer: bool, elapsed: float) -> Solution:
-    raw = highs.getModelStatus()
-    info = highs.getInfo()
-    has_point = info.primal_solution_status == highspy.kSolutionStatusFeasible
-    if raw in _LIMITS:
-        status = OPTIMAL_INACCURATE if mixed_integer and has_point else ITERATION_LIMIT
-    else:
-        status = _STATUS.get(raw, SOLVER_ERROR)
-    m, n = program.A.shape
-    if status in (OPTIMAL, OPTIMAL_INACCURATE):
-        result = highs.getSolution()
-        x = np.array(result.col_value)
-        # HiGHS: c + Px - A'r - (column duals) = 0;  cvxlpgd: c + Px + A'y = 0, y >= 0 on A_i x <= b_i.
-        # Constraint duals are not defined for a mixed-integer problem: zeros (no gradient uses them).
-        y = np.zeros(m) if mixed_integer else -np.array(result.row_dual)
-        basis = None if mixed_integer else highs.getBasis()
-    else:
-        x, y, basis = np.full(n, np.nan), np.full(m, np.nan), None
-    iterations = info.simplex_iteration_count + info.qp_iteration_count + info.ipm_iteration_count
-    return Solution(
-        x=x,
-        y=y,
-        s=program.b - program.A @ x,
-        status=status,
-        solver_status=highs.modelStatusToString(raw),
-        iterations=int(max(iterations, 0)),
-        solve_time=elapsed,
-        basis=basis,
-    )
+@dataclass
+class _Model:
+    """A HiGHS model of one conic program's structure: bound rows as column bounds, the other
+    rows as rows; ``update`` swaps in another program's costs and right-hand sides."""
+
+    highs: highspy.Highs
+    bounds: BoundRows
+    lower: np.ndarray  # column bounds that are not rows of A (mixed-integer problems)
+    upper: np.ndarray
+
+    def row_bounds(self, program: ConeProgram) -> tuple[np.ndarray, np.ndarray]:
+        """Zero-cone rows are equalities ``A_i x = b_i``, nonnegative-cone rows ``A_i x <= b_i``."""
+        kept = self.bounds.kept
+        upper = program.b[kept]
+        lower = np.where(kept < program.dims.zero, upper, -np.inf)
+        return lower, upper
+
+    def column_bounds(self, program: ConeProgram) -> tuple[np.ndarray, np.ndarray]:
+        return self.bounds.column_bounds(program.b, self.lower, self.upper)
+
+    def update(self, program: ConeProgram) -> None:
+        n, rows = program.c.size, self.bounds.kept.size
+        self.highs.changeColsCost(n, _indices(n), program.c)
+        self.highs.changeRowsBounds(rows, _indices(rows), *self.row_bounds(program))
+        self.highs.changeColsBounds(n, _indices(n), *self.column_bounds(program))
+
+    def solution(self, program: ConeProgram, elapsed: float) -> Solution:
+        highs = self.highs
+        raw = highs.getModelStatus()
+        info = highs.getInfo()
+        mixed_integer = program.integrality is not None
+        if raw in _LIMITS:
+            has_point = info.primal_solution_status == highspy.kSolutionStatusFeasible
+            status = OPTIMAL_INACCURATE if mixed_integer and has_point else ITERATION_LIMIT
+        else:
+            status = _STATUS.get(raw, SOLVER_ERROR)
+        m, n = program.A.shape
+        x, y, s, basis = np.full(n, np.nan), np.full(m, np.nan), np.full(m, np.nan), None
+        if status in (OPTIMAL, OPTIMAL_INACCURATE):
+            result = highs.getSolution()
+            x = np.array(result.col_value)
+            s[self.bounds.kept] = program.b[self.bounds.kept] - np.array(result.row_value)
+            s[self.bounds.rows] = self.bounds.slack(program.b, x)
+            # Constraint duals are not defined for a mixed-integer problem: zeros (no gradient uses them).
+            y = np.zeros(m)
+            if not mixed_integer:
+                # HiGHS: c + Px - A'r - d = 0;  cvxlpgd: c + Px + A'y = 0 with y >= 0 on A_i x <= b_i.
+                y[self.bounds.kept] = -np.array(result.row_dual)
+                lower, upper = self.column_bounds(program)
+                y[self.bounds.rows] = self.bounds.duals(program.b, lower, upper, np.array(result.col_dual))
+                basis = highs.getBasis()
+        iterations = info.simplex_iteration_count + info.qp_iteration_count + info.ipm_iteration_count
+        return Solution(
+            x=x,
+            y=y,
+            s=s,
+            status=status,
+            solver_status=highs.modelStatusToString(raw),
+            iterations=int(max(iterations, 0)),
+            solve_time=elapsed,
+            basis=basis,
+        )
