@@ -25,7 +25,8 @@ from cvxpy.constraints import PSD, SOC, ExpCone, PowCone3D
 from cvxpy.utilities import scopes
 from cvxpy.utilities.psd_utils import tri_to_full
 
-from cvxlpgd.cone import ConeDims
+from cvxlpgd.cone import ConeDims, Integrality
+from cvxlpgd.integrality import check_mixed_integer_data, integrality, problem_data
 from cvxlpgd.program import (
     AffineMap,
     CompiledProblem,
@@ -138,7 +139,9 @@ def _scale(amap: AffineMap, factor: float) -> AffineMap:
     return AffineMap(sp.csr_array(amap.matrix * factor), amap.offset * factor)
 
 
-def _structure_and_maps(param_prob, dims: ConeDims, lift: sp.csr_array) -> ProblemMaps:
+def _structure_and_maps(
+    param_prob, dims: ConeDims, lift: sp.csr_array, integer: Integrality | None
+) -> ProblemMaps:
     n = param_prob.x.size
     m = dims.size
     A_tensor = _TallTensor.of(param_prob.A)
@@ -165,7 +168,7 @@ def _structure_and_maps(param_prob, dims: ConeDims, lift: sp.csr_array) -> Probl
                 sp.csr_array((sym.matrix + mirror.matrix) * 0.5), (sym.offset + mirror.offset) * 0.5
             )
             P_pattern = SparsePattern.from_flat_positions(upper, (n, n))
-    structure = ConeStructure(dims=dims, A=A_pattern, P=P_pattern)
+    structure = ConeStructure(dims=dims, A=A_pattern, P=P_pattern, integrality=integer)
     return ProblemMaps(structure=structure, A=A_map, b=b_map, c=c_map, P=P_map)
 
 
@@ -278,13 +281,14 @@ def compile_problem(
     """
     scope = scopes.quad_form_dpp_scope() if form.quad_obj else contextlib.nullcontext()
     with scope:
-        data, chain, _ = problem.get_problem_data(
-            solver=form.canon_solver, solver_opts={"use_quad_obj": form.quad_obj}
-        )
+        data, chain = problem_data(problem, form.canon_solver, {"use_quad_obj": form.quad_obj})
     param_prob = data[cp.settings.PARAM_PROB]
     dims = ConeDims.from_cvxpy(data["dims"])
     param_id_map = {k: v[0] for k, v in chain.compose_param_id_map().items()}
     lift = _lifting(param_prob, param_id_map, parameters)
-    maps = _structure_and_maps(param_prob, dims, lift)
+    integer = integrality(data, param_prob.x.size)
+    maps = _structure_and_maps(param_prob, dims, lift, integer)
+    if integer is not None:
+        check_mixed_integer_data(maps.A.constant and maps.b.constant, quadratic=maps.P is not None)
     recovery = _recovery(problem, variables, param_prob, chain, maps.structure.n, maps.structure.m)
     return CompiledProblem(maps=maps, recovery=recovery)

@@ -57,6 +57,16 @@ class ConeDims:
         )
 
 
+@dataclass(frozen=True)
+class Integrality:
+    """Which columns of ``x`` are integer, and the column bounds CVXPY keeps out of ``A`` when it
+    canonicalizes a mixed-integer problem (variable attributes, booleans as 0..1)."""
+
+    integer: np.ndarray  # column indices
+    lower: np.ndarray  # (n,), -inf where unbounded
+    upper: np.ndarray  # (n,), +inf where unbounded
+
+
 @dataclass
 class ConeProgram:
     """One conic program in SCS form; ``P`` is upper-triangular CSC or ``None``."""
@@ -66,6 +76,7 @@ class ConeProgram:
     c: np.ndarray
     dims: ConeDims
     P: sp.csc_array | None = None
+    integrality: Integrality | None = None  # only for mixed-integer programs
 
 
 @dataclass
@@ -78,6 +89,7 @@ class Solution:
     status: str
     solver_status: str = ""
     iterations: int = 0
+    basis: object | None = None  # a simplex solver's final basis: re-solves of this item start there
 
     @property
     def usable(self) -> bool:

@@ -64,7 +64,7 @@ class CvxpyLayer(torch.nn.Module):
         self.problem = problem
         form = self.gradient.conic_form(make_solver(self.solver, self.solver_args))  # validates settings
         self.cvxpy_parameters, self.variables = check_problem(
-            problem, parameters, variables, allow_param_quad_form=form.quad_obj
+            problem, parameters, variables, allow_param_quad_form=form.quad_obj, solver=self.solver
         )
         self._compiled: dict[ConicForm, CompiledProblem] = {}
         self._compiled_for(form)
@@ -80,7 +80,11 @@ class CvxpyLayer(torch.nn.Module):
         """The problem compiled in the conic form a gradient method needs; built on first use."""
         if form not in self._compiled:
             check_problem(
-                self.problem, self.cvxpy_parameters, self.variables, allow_param_quad_form=form.quad_obj
+                self.problem,
+                self.cvxpy_parameters,
+                self.variables,
+                allow_param_quad_form=form.quad_obj,
+                solver=self.solver,
             )
             self._compiled[form] = compile_problem(self.problem, self.cvxpy_parameters, self.variables, form)
         return self._compiled[form]

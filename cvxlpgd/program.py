@@ -12,7 +12,7 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
-from cvxlpgd.cone import ConeDims, ConeProgram
+from cvxlpgd.cone import ConeDims, ConeProgram, Integrality
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,7 @@ class ConeStructure:
     dims: ConeDims
     A: SparsePattern
     P: SparsePattern | None  # upper triangle
+    integrality: Integrality | None = None  # only for mixed-integer problems
 
     @property
     def n(self) -> int:
@@ -136,7 +137,14 @@ class ProgramBatch:
 
     def item(self, i: int) -> ConeProgram:
         A, P = self._shared_matrices if self.shared_matrices else self._matrices(i)
-        return ConeProgram(A=A, b=_row(self.b, i), c=_row(self.c, i), dims=self.structure.dims, P=P)
+        return ConeProgram(
+            A=A,
+            b=_row(self.b, i),
+            c=_row(self.c, i),
+            dims=self.structure.dims,
+            P=P,
+            integrality=self.structure.integrality,
+        )
 
     def slice(self, start: int, stop: int) -> ProgramBatch:
         """Items ``start:stop``: the data one chunk of work needs, and nothing more."""

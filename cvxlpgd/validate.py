@@ -12,6 +12,8 @@ import torch
 from cvxpy.atoms.quad_form import QuadForm
 from cvxpy.utilities import scopes
 
+from cvxlpgd.integrality import MIP_SOLVER, is_mixed_integer
+
 # Parameter values are accepted up to this relative asymmetry / negative eigenvalue, so that
 # finite-difference checks (which perturb one entry by ~1e-6) still go through.
 ATTRIBUTE_TOLERANCE = 1e-5
@@ -65,7 +67,11 @@ def check_executor(executor: object) -> Executor | None:
 
 
 def check_problem(
-    problem: object, parameters: object, variables: object, allow_param_quad_form: bool
+    problem: object,
+    parameters: object,
+    variables: object,
+    allow_param_quad_form: bool,
+    solver: str = "SCS",
 ) -> tuple[list[cp.Parameter], list[cp.Variable]]:
     """Validate the constructor arguments; return parameters and variables as lists."""
     if not isinstance(problem, cp.Problem):
@@ -78,10 +84,6 @@ def check_problem(
         raise ValueError("The problem has no parameters: there is nothing for a layer to take as input.")
     if any(leaf.is_complex() for leaf in [*problem.parameters(), *problem.variables()]):
         raise ValueError("The problem has complex parameters or variables; cvxlpgd supports real ones only.")
-    if any(v.attributes.get("boolean") or v.attributes.get("integer") for v in problem.variables()):
-        raise ValueError(
-            "The problem has integer or boolean variables; cvxlpgd layers need a convex problem."
-        )
     if not problem.is_dcp():
         raise ValueError("The problem is not DCP (disciplined convex); CVXPY cannot canonicalize it.")
     _check_constraint_quad_forms(problem)
@@ -124,7 +126,44 @@ def check_problem(
                 f"variables[{i}] ({v.name()!r}) is neither a variable of the problem nor the dual "
                 "variable (constraint.dual_variables[0]) of one of its constraints."
             )
+    if is_mixed_integer(problem):
+        _check_mixed_integer(problem, variables, solver)
     return parameters, variables
+
+
+def _check_mixed_integer(problem: cp.Problem, variables: list[cp.Variable], solver: str) -> None:
+    """A mixed-integer layer: HIGHS (so LPGD: the implicit gradient rejects HIGHS), primal
+    outputs, parameters in the objective only."""
+    names = sorted(
+        v.name() for v in problem.variables() if v.attributes.get("boolean") or v.attributes.get("integer")
+    )
+    if solver != MIP_SOLVER:
+        raise ValueError(
+            f"The problem has integer or boolean variables ({', '.join(names)}); {solver} solves convex "
+            f"problems only. Use solver='{MIP_SOLVER}' for mixed-integer linear programs."
+        )
+    duals = {dv.id: con for con in problem.constraints for dv in con.dual_variables}
+    for i, v in enumerate(variables):
+        if v.id in duals:
+            raise ValueError(
+                f"variables[{i}] is the dual variable of constraint {duals[v.id]}; constraint duals "
+                "are not defined for mixed-integer problems. Output primal variables only."
+            )
+    for i, con in enumerate(problem.constraints):
+        if con.parameters():
+            params = sorted(p.name() for p in con.parameters())
+            raise ValueError(
+                f"Constraint {i} ({con}) of this mixed-integer problem depends on parameters {params}; "
+                "constraint duals are not defined for mixed-integer problems, so parameters may "
+                "enter only the linear objective."
+            )
+    for v in problem.variables():
+        bounds = v.attributes.get("bounds") or ()
+        if any(isinstance(bound, cp.Expression) and bound.parameters() for bound in bounds):
+            raise ValueError(
+                f"The bounds of variable {v.name()!r} of this mixed-integer problem depend on "
+                "parameters; parameters may enter only the linear objective."
+            )
 
 
 @dataclass(frozen=True)

@@ -253,7 +253,7 @@ def perturbed_program(
     """P + rho I (given as ``P_rho``),  c + sign tau dx - rho x*,  b - sign tau dy;  same A, cones."""
     c = program.c + sign * config.tau * dx - config.rho * solution.x
     b = program.b if dy is None else program.b - sign * config.tau * dy
-    return ConeProgram(A=program.A, b=b, c=c, dims=program.dims, P=P_rho)
+    return replace(program, b=b, c=c, P=P_rho)
 
 
 def lpgd_item_gradient(

@@ -7,9 +7,10 @@ from typing import Any
 
 from cvxlpgd.solvers.base import ConeSolver
 from cvxlpgd.solvers.clarabel import ClarabelSolver
+from cvxlpgd.solvers.highs import HighsSolver
 from cvxlpgd.solvers.scs import ScsSolver
 
-SOLVERS = {"SCS": ScsSolver, "CLARABEL": ClarabelSolver}
+SOLVERS = {"SCS": ScsSolver, "CLARABEL": ClarabelSolver, "HIGHS": HighsSolver}
 
 
 def solver_name(solver: object) -> str:

@@ -1,0 +1,243 @@
+"""HiGHS backend: dual simplex for LPs, branch and bound for mixed-integer LPs.
+
+A simplex solver ends on a vertex with a basis, and a re-solve after a change of costs or
+right-hand sides starts from a basis: the LPGD re-solves start from the forward's basis of the
+same item (kept in ``Solution.basis``), and the forward solves of a chunk from the previous item's.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import highspy
+import numpy as np
+import scipy.sparse as sp
+
+from cvxlpgd.cone import (
+    INFEASIBLE,
+    ITERATION_LIMIT,
+    OPTIMAL,
+    OPTIMAL_INACCURATE,
+    SOLVER_ERROR,
+    UNBOUNDED,
+    ConeDims,
+    ConeProgram,
+    Solution,
+)
+from cvxlpgd.solvers.base import Workspace, check_settings, split_common, types_of
+from cvxlpgd.solvers.highs_bounds import BoundRows
+
+_DEFAULT_OPTIONS = highspy.HighsOptions()
+DEFAULTS: dict[str, Any] = {
+    name: getattr(_DEFAULT_OPTIONS, name)
+    for name in dir(_DEFAULT_OPTIONS)
+    if not name.startswith("_") and not callable(getattr(_DEFAULT_OPTIONS, name))
+}
+# The layer runs items in parallel itself; HiGHS's own threads would compete with it.
+_BASE_OPTIONS: dict[str, Any] = {"output_flag": False, "threads": 1}
+_TOLERANCES = (
+    "primal_feasibility_tolerance",
+    "dual_feasibility_tolerance",
+    "ipm_optimality_tolerance",
+    "mip_feasibility_tolerance",
+)
+_ITERATION_LIMITS = ("simplex_iteration_limit", "ipm_iteration_limit", "qp_iteration_limit")
+
+_Status = highspy.HighsModelStatus
+_STATUS = {
+    _Status.kOptimal: OPTIMAL,
+    _Status.kModelEmpty: OPTIMAL,
+    _Status.kInfeasible: INFEASIBLE,
+    # Only reached for LPs when HiGHS cannot tell which; both are failures.
+    _Status.kUnboundedOrInfeasible: INFEASIBLE,
+    _Status.kUnbounded: UNBOUNDED,
+}
+# Stops on a limit the user set: a MIP incumbent found by then is usable, an LP iterate is not.
+_LIMITS = frozenset(
+    {
+        _Status.kTimeLimit,
+        _Status.kIterationLimit,
+        _Status.kSolutionLimit,
+        _Status.kObjectiveBound,
+        _Status.kObjectiveTarget,
+        _Status.kInterrupt,
+        _Status.kHighsInterrupt,
+    }
+)
+
+
+def check_cones(dims: ConeDims) -> None:
+    """HiGHS is a linear solver: zero and nonnegative cones only."""
+    present = {
+        "second-order": bool(dims.soc),
+        "positive semidefinite": bool(dims.psd),
+        "exponential": bool(dims.exp),
+        "power": bool(dims.power),
+    }
+    other = [name for name, used in present.items() if used]
+    if other:
+        raise ValueError(
+            f"HIGHS solves linear and mixed-integer linear programs only, but this problem needs "
+            f"{' and '.join(other)} cones; use solver='SCS' or solver='CLARABEL'."
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _rejected_option(options: tuple[tuple[str, Any], ...]) -> str | None:
+    """The first option HiGHS refuses (out of range, unknown string value), tried once per set."""
+    probe = highspy.Highs()
+    for key, value in options:
+        if probe.setOptionValue(key, value) != highspy.HighsStatus.kOk:
+            return f"{key}={value!r}"
+    return None
+
+
+class HighsSolver:
+    name = "HIGHS"
+    # Keeps the model and its basis: the next program starts from the last vertex.
+    reuses_workspace = True
+
+    def __init__(self, solver_args: Mapping[str, Any]):
+        common, own = split_common("HIGHS", solver_args)
+        self.settings = check_settings("HIGHS", own, types_of(DEFAULTS))
+        if "eps" in common:
+            # Simplex reaches tight tolerances at no extra cost, so eps only ever tightens them.
+            for key in _TOLERANCES:
+                self.settings.setdefault(key, min(common["eps"], DEFAULTS[key]))
+        if "max_iters" in common:
+            for key in _ITERATION_LIMITS:
+                self.settings.setdefault(key, common["max_iters"])
+        self._options = tuple(sorted({**_BASE_OPTIONS, **self.settings}.items()))
+        rejected = _rejected_option(self._options)
+        if rejected is not None:
+            raise ValueError(f"HIGHS rejected the setting {rejected} (out of range or not an allowed value).")
+
+    def _build(self, program: ConeProgram) -> _Model:
+        check_cones(program.dims)
+        highs = highspy.Highs()
+        for key, value in self._options:
+            highs.setOptionValue(key, value)
+        n = program.c.size
+        integrality = program.integrality
+        bounds = BoundRows.of(program)
+        if integrality is None:
+            model = _Model(highs, bounds, np.full(n, -np.inf), np.full(n, np.inf))
+        else:
+            model = _Model(highs, bounds, integrality.lower, integrality.upper)
+        A = sp.csc_array(sp.csr_array(program.A)[bounds.kept])
+        lp = highspy.HighsLp()
+        lp.num_col_, lp.num_row_ = n, A.shape[0]
+        lp.col_cost_ = program.c
+        lp.row_lower_, lp.row_upper_ = model.row_bounds(program)
+        lp.col_lower_, lp.col_upper_ = model.column_bounds(program)
+        if integrality is not None:
+            kinds = np.full(n, highspy.HighsVarType.kContinuous)
+            kinds[integrality.integer] = highspy.HighsVarType.kInteger
+            lp.integrality_ = list(kinds)
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = A.indptr, A.indices, A.data
+        highs.passModel(lp)
+        if program.P is not None:
+            if integrality is not None:
+                raise ValueError(
+                    "HIGHS cannot solve a mixed-integer problem with a quadratic objective (for LPGD: "
+                    "use rho=0, since rho > 0 adds one)."
+                )
+            # HiGHS takes the lower triangle column-wise: the transpose of P's upper triangle.
+            lower_P = sp.csc_array(sp.triu(program.P).T)
+            highs.passHessian(n, lower_P.nnz, 1, lower_P.indptr, lower_P.indices, lower_P.data)
+        return model
+
+    def solve(
+        self,
+        program: ConeProgram,
+        warm_start: Solution | None = None,
+        workspace: Workspace | None = None,
+    ) -> Solution:
+        if workspace is not None and "highs" in workspace:
+            model = workspace["highs"]
+            model.update(program)
+        else:
+            model = self._build(program)
+            if workspace is not None:
+                workspace["highs"] = model
+        highs, n = model.highs, program.c.size
+        mixed_integer = program.integrality is not None
+        if warm_start is not None and warm_start.basis is not None and not mixed_integer:
+            highs.setBasis(warm_start.basis)
+        elif warm_start is not None and mixed_integer and warm_start.usable:
+            highs.setSolution(n, _indices(n), warm_start.x)
+        highs.run()
+        return model.solution(program)
+
+
+@functools.lru_cache(maxsize=32)
+def _indices(k: int) -> np.ndarray:
+    """0..k-1 as HiGHS's index type, for changing every cost or bound at once."""
+    return np.arange(k, dtype=np.int32)
+
+
+@dataclass
+class _Model:
+    """A HiGHS model of one conic program's structure: bound rows as column bounds, the other
+    rows as rows; ``update`` swaps in another program's costs and right-hand sides."""
+
+    highs: highspy.Highs
+    bounds: BoundRows
+    lower: np.ndarray  # column bounds that are not rows of A (mixed-integer problems)
+    upper: np.ndarray
+
+    def row_bounds(self, program: ConeProgram) -> tuple[np.ndarray, np.ndarray]:
+        """Zero-cone rows are equalities ``A_i x = b_i``, nonnegative-cone rows ``A_i x <= b_i``."""
+        kept = self.bounds.kept
+        upper = program.b[kept]
+        lower = np.where(kept < program.dims.zero, upper, -np.inf)
+        return lower, upper
+
+    def column_bounds(self, program: ConeProgram) -> tuple[np.ndarray, np.ndarray]:
+        return self.bounds.column_bounds(program.b, self.lower, self.upper)
+
+    def update(self, program: ConeProgram) -> None:
+        n, rows = program.c.size, self.bounds.kept.size
+        self.highs.changeColsCost(n, _indices(n), program.c)
+        self.highs.changeRowsBounds(rows, _indices(rows), *self.row_bounds(program))
+        self.highs.changeColsBounds(n, _indices(n), *self.column_bounds(program))
+
+    def solution(self, program: ConeProgram) -> Solution:
+        highs = self.highs
+        raw = highs.getModelStatus()
+        info = highs.getInfo()
+        mixed_integer = program.integrality is not None
+        if raw in _LIMITS:
+            has_point = info.primal_solution_status == highspy.kSolutionStatusFeasible
+            status = OPTIMAL_INACCURATE if mixed_integer and has_point else ITERATION_LIMIT
+        else:
+            status = _STATUS.get(raw, SOLVER_ERROR)
+        m, n = program.A.shape
+        x, y, s, basis = np.full(n, np.nan), np.full(m, np.nan), np.full(m, np.nan), None
+        if status in (OPTIMAL, OPTIMAL_INACCURATE):
+            result = highs.getSolution()
+            x = np.array(result.col_value)
+            s[self.bounds.kept] = program.b[self.bounds.kept] - np.array(result.row_value)
+            s[self.bounds.rows] = self.bounds.slack(program.b, x)
+            # Constraint duals are not defined for a mixed-integer problem: zeros (no gradient uses them).
+            y = np.zeros(m)
+            if not mixed_integer:
+                # HiGHS: c + Px - A'r - d = 0;  cvxlpgd: c + Px + A'y = 0 with y >= 0 on A_i x <= b_i.
+                y[self.bounds.kept] = -np.array(result.row_dual)
+                lower, upper = self.column_bounds(program)
+                y[self.bounds.rows] = self.bounds.duals(program.b, lower, upper, np.array(result.col_dual))
+                basis = highs.getBasis()
+        iterations = info.simplex_iteration_count + info.qp_iteration_count + info.ipm_iteration_count
+        return Solution(
+            x=x,
+            y=y,
+            s=s,
+            status=status,
+            solver_status=highs.modelStatusToString(raw),
+            iterations=int(max(iterations, 0)),
+            basis=basis,
+        )

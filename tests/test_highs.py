@@ -1,0 +1,258 @@
+"""The HiGHS backend: LP layers against CVXPY's own HiGHS and Clarabel, LPGD against Clarabel's
+and against the formula from direct solves, warm re-solves, mixed-integer layers and their errors."""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import numpy as np
+import pytest
+import torch
+from problems import random_lp
+
+from cvxlpgd import LPGD, CvxpyLayer
+from cvxlpgd.compile import compile_problem
+from cvxlpgd.errors import SolverError
+from cvxlpgd.examples import grid_shortest_path, shortest_path_data
+from cvxlpgd.gradients.lpgd import perturbed_program
+from cvxlpgd.program import ConicForm
+from cvxlpgd.solvers.highs import HighsSolver
+
+
+def _parametrized_rhs_lp(seed: int):
+    """min c'x s.t. Gx <= h, x >= -1 (attribute-free rows), x <= 2; c and h are parameters."""
+    rng = np.random.default_rng(seed)
+    n, m = 8, 5
+    G = rng.uniform(0.0, 1.0, (m, n))
+    x = cp.Variable(n, name="x")
+    c, h = cp.Parameter(n, name="c"), cp.Parameter(m, name="h")
+    con = G @ x <= h
+    bound = x >= -1
+    problem = cp.Problem(cp.Minimize(c @ x), [con, bound, x <= 2, cp.sum(x) == 1])
+    values = [-rng.uniform(0.5, 1.5, n), G.sum(axis=1) * 0.3 + rng.uniform(0.0, 0.2, m)]
+    return problem, [c, h], x, [con, bound], values
+
+
+def _cvxpy_solution(problem, params, values, solver, outputs):
+    for p, v in zip(params, values, strict=True):
+        p.value = v
+    problem.solve(solver=solver)
+    return [np.asarray(o.value) for o in outputs]
+
+
+@pytest.mark.timeout(120)
+def test_lp_layer_equals_cvxpy_highs_and_clarabel() -> None:
+    """x and the duals of every constraint, the bound rows HiGHS takes as column bounds included."""
+    problem, params, x, cons, values = _parametrized_rhs_lp(seed=1)
+    duals = [con.dual_variables[0] for con in cons]
+    layer = CvxpyLayer(problem, params, [x, *duals], solver="HIGHS")
+    got = [t.numpy() for t in layer(*[torch.tensor(v) for v in values])]
+    assert layer.last_statuses == ["optimal"]
+    for solver in (cp.HIGHS, cp.CLARABEL):
+        expected = _cvxpy_solution(
+            problem, params, values, solver, [x, *[con.dual_variables[0] for con in cons]]
+        )
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_allclose(g, e, atol=1e-6)
+    assert np.abs(got[1]).max() > 1e-3 and np.abs(got[2]).max() > 1e-3  # both dual kinds are active
+
+
+@pytest.mark.timeout(120)
+def test_dense_lp_and_shortest_path_batches_equal_cvxpy() -> None:
+    """A batch on the default thread pool: every item equals CVXPY's HiGHS solve."""
+    problem, c, x, con, c_value = random_lp(50, 20, seed=3)
+    costs = c_value * np.random.default_rng(1).uniform(0.5, 1.5, (6, c_value.size))
+    layer = CvxpyLayer(problem, [c], [x, con.dual_variables[0]], solver="HIGHS")
+    xs, ys = layer(torch.tensor(costs))
+    for i, cost in enumerate(costs):
+        x_ref, y_ref = _cvxpy_solution(problem, [c], [cost], cp.CLARABEL, [x, con.dual_variables[0]])
+        np.testing.assert_allclose(xs[i].numpy(), x_ref, atol=1e-6)
+        np.testing.assert_allclose(ys[i].numpy(), y_ref, atol=1e-6)
+
+    path = grid_shortest_path(5)
+    _, costs = shortest_path_data(6, path.cost.size, seed=2)
+    (flows,) = CvxpyLayer(path.problem, [path.cost], [path.flow], solver="HIGHS")(torch.tensor(costs))
+    for i, cost in enumerate(costs):
+        (ref,) = _cvxpy_solution(path.problem, [path.cost], [cost], cp.HIGHS, [path.flow])
+        np.testing.assert_allclose(flows[i].numpy(), ref, atol=1e-9)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("side", ["lower", "central"])
+@pytest.mark.parametrize("rho", [0.0, 0.5])
+def test_lpgd_with_highs_equals_lpgd_with_clarabel(side: str, rho: float) -> None:
+    """Same tau, same estimator: the re-solves (a QP when rho > 0) have unique optima, so both
+    solvers must give the same gradient for costs and right-hand sides (dual outputs perturb b)."""
+    problem, params, x, cons, values = _parametrized_rhs_lp(seed=3)
+    outputs = [x, cons[0].dual_variables[0]]
+    weights = [torch.tensor(np.random.default_rng(5).standard_normal(8)), torch.ones(5)]
+    grads = {}
+    for solver in ("HIGHS", "CLARABEL"):
+        layer = CvxpyLayer(
+            problem,
+            params,
+            outputs,
+            solver=solver,
+            gradient=LPGD(tau=0.05, rho=rho, side=side),
+            solver_args={"eps": 1e-10},
+        )
+        tensors = [torch.tensor(v, requires_grad=True) for v in values]
+        out = layer(*tensors)
+        sum((o * w).sum() for o, w in zip(out, weights, strict=True)).backward()
+        grads[solver] = [t.grad.numpy() for t in tensors]
+    for g_highs, g_clarabel in zip(grads["HIGHS"], grads["CLARABEL"], strict=True):
+        assert np.abs(g_clarabel).max() > 1e-2  # a gradient that is not identically zero
+        np.testing.assert_allclose(g_highs, g_clarabel, atol=1e-5)
+
+
+@pytest.mark.timeout(120)
+def test_lpgd_resolve_from_own_basis_takes_fewer_pivots() -> None:
+    """The re-solve starts from the forward's basis of the same item: far fewer simplex
+    iterations than the same perturbed program solved cold."""
+    path = grid_shortest_path(12)
+    compiled = compile_problem(path.problem, [path.cost], [path.flow], ConicForm("HIGHS", quad_obj=True))
+    _, costs = shortest_path_data(4, path.cost.size, seed=3)
+    batch = compiled.maps.apply(costs)
+    solver, workspace = HighsSolver({}), {}
+    rng = np.random.default_rng(0)
+    warm_iterations, cold_iterations, moved = [], [], []
+    for i in range(batch.batch_size):
+        item = batch.item(i)
+        star = solver.solve(item, workspace=workspace)
+        dx = rng.standard_normal(item.c.size)
+        dx *= 0.3 * np.linalg.norm(item.c) / np.linalg.norm(dx)
+        perturbed = perturbed_program(item, None, star, dx, None, 1, LPGD(tau=1.0, side="lower"))
+        warm = solver.solve(perturbed, warm_start=star, workspace=workspace)
+        cold = solver.solve(perturbed)
+        np.testing.assert_allclose(warm.x, cold.x, atol=1e-9)
+        moved.append(not np.allclose(warm.x, star.x))
+        warm_iterations.append(warm.iterations)
+        cold_iterations.append(cold.iterations)
+    assert sum(moved) >= 2, moved  # the perturbations moved vertices: the re-solves had work to do
+    assert sum(warm_iterations) * 3 < sum(cold_iterations), (warm_iterations, cold_iterations)
+
+
+def _knapsack():
+    """A small MILP with integer, boolean, nonneg and bounded variables; costs are parameters."""
+    rng = np.random.default_rng(7)
+    n = 6
+    weight = rng.uniform(1.0, 3.0, n)
+    count = cp.Variable(n, integer=True, name="count")
+    pick = cp.Variable(3, boolean=True, name="pick")
+    slack = cp.Variable(2, nonneg=True, name="slack")
+    level = cp.Variable(bounds=[-1.0, 2.5], name="level")
+    value = cp.Parameter(n, name="value")
+    bonus = cp.Parameter(3, name="bonus")
+    constraints = [
+        weight @ count + pick.sum() + slack.sum() <= 7.3,
+        count >= 0,
+        count <= 3,
+        slack[0] + level >= -0.5,
+        count[0] + count[1] <= 2 + pick[0],
+    ]
+    objective = cp.Minimize(-value @ count - bonus @ pick + slack.sum() - 0.1 * level)
+    problem = cp.Problem(objective, constraints)
+    values = [rng.uniform(1.0, 4.0, n), rng.uniform(0.1, 2.0, 3)]
+    return problem, [value, bonus], [count, pick, slack, level], values
+
+
+@pytest.mark.timeout(120)
+def test_milp_layer_equals_cvxpy_highs() -> None:
+    problem, params, variables, values = _knapsack()
+    layer = CvxpyLayer(problem, params, variables, solver="HIGHS", gradient=LPGD(tau=1.0, side="lower"))
+    got = [t.numpy() for t in layer(*[torch.tensor(v) for v in values])]
+    expected = _cvxpy_solution(problem, params, values, cp.HIGHS, variables)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, atol=1e-7)
+    assert np.allclose(got[0], np.round(got[0])) and got[0].max() > 0.5  # integral, not all zero
+    assert got[3] == pytest.approx(2.5)  # the column bound CVXPY moved out of A is honoured
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("side", ["lower", "upper", "central"])
+def test_lpgd_on_milp_equals_formula_from_direct_solves(side: str) -> None:
+    """For a parameter in the linear cost, LPGD's gradient is (x(c + s tau dx) - ...) / tau: built
+    here from CVXPY's own HiGHS solves at the perturbed costs (dL/dc = x)."""
+    problem, params, variables, values = _knapsack()
+    tau = 0.8
+    layer = CvxpyLayer(problem, params, variables[:2], solver="HIGHS", gradient=LPGD(tau=tau, side=side))
+    tensors = [torch.tensor(v, requires_grad=True) for v in values]
+    count, pick = layer(*tensors)
+    rng = np.random.default_rng(11)
+    w_count, w_pick = rng.standard_normal(6), rng.standard_normal(3)
+    ((count * torch.tensor(w_count)).sum() + (pick * torch.tensor(w_pick)).sum()).backward()
+
+    # The objective has -value @ count: the cost of `count` is -value, so dx on it enters with -1.
+    def solve(sign: int) -> tuple[np.ndarray, np.ndarray]:
+        shifted = [values[0] - sign * tau * w_count, values[1] - sign * tau * w_pick]
+        return tuple(_cvxpy_solution(problem, params, shifted, cp.HIGHS, variables[:2]))
+
+    star, plus, minus = solve(0), solve(1), solve(-1)
+    low, high = {"lower": (star, plus), "upper": (minus, star), "central": (minus, plus)}[side]
+    span = tau * (2 if side == "central" else 1)
+    # d loss / d value = -(d loss / d cost of count), and G(z) for c is x.
+    expected = [-(high[0] - low[0]) / span, -(high[1] - low[1]) / span]
+    np.testing.assert_allclose(tensors[0].grad.numpy(), expected[0], atol=1e-9)
+    np.testing.assert_allclose(tensors[1].grad.numpy(), expected[1], atol=1e-9)
+    assert np.abs(expected[0]).max() + np.abs(expected[1]).max() > 0.1  # the vertex did move
+
+
+@pytest.mark.timeout(120)
+def test_milp_stopped_with_incumbent_is_inaccurate_without_it_fails() -> None:
+    problem, params, variables, values = _knapsack()
+    tensors = [torch.tensor(v) for v in values]
+    # Stop at the first improving solution: usable, with a warning.
+    first = CvxpyLayer(problem, params, variables, solver="HIGHS", solver_args={"mip_max_improving_sols": 1})
+    with pytest.warns(UserWarning, match="inaccurately"):
+        first(*tensors)
+    assert first.last_statuses == ["optimal_inaccurate"]
+    # No time at all: no incumbent, a failure naming the status.
+    none = CvxpyLayer(problem, params, variables, solver="HIGHS", solver_args={"time_limit": 0.0})
+    with pytest.raises(SolverError, match="iteration_limit"):
+        none(*tensors)
+
+
+@pytest.mark.timeout(60)
+def test_lp_iteration_limit_is_a_failure() -> None:
+    problem, c, x, _, c_value = random_lp(30, 10, seed=2)
+    layer = CvxpyLayer(problem, [c], [x], solver="HIGHS", solver_args={"max_iters": 1, "presolve": "off"})
+    with pytest.raises(SolverError, match="iteration_limit"):
+        layer(torch.tensor(c_value))
+
+
+def _small_mip():
+    x = cp.Variable(3, integer=True, name="x")
+    y = cp.Variable(2, name="y")
+    c = cp.Parameter(3, name="c")
+    h = cp.Parameter(name="h")
+    return x, y, c, h
+
+
+@pytest.mark.timeout(60)
+def test_clear_errors() -> None:
+    x, y, c, h = _small_mip()
+    base = [x >= 0, x <= 2, y >= 0, cp.sum(x) + cp.sum(y) <= 4]
+    mip = cp.Problem(cp.Minimize(c @ x + cp.sum(y)), base)
+    with pytest.raises(ValueError, match="x.*CLARABEL solves convex problems only.*solver='HIGHS'"):
+        CvxpyLayer(mip, [c], [x], solver="CLARABEL")
+    with pytest.raises(ValueError, match="gradient='implicit'.*not 'HIGHS'"):
+        CvxpyLayer(mip, [c], [x], solver="HIGHS", gradient="implicit")
+    with pytest.raises(ValueError, match="dual variable.*not defined for mixed-integer"):
+        CvxpyLayer(mip, [c], [base[3].dual_variables[0]], solver="HIGHS")
+    in_constraint = cp.Problem(cp.Minimize(c @ x), [*base, x[0] <= h])
+    with pytest.raises(ValueError, match=r"Constraint 4 .* depends on parameters \['h'\]"):
+        CvxpyLayer(in_constraint, [c, h], [x], solver="HIGHS")
+    nonlinear = cp.Problem(cp.Minimize(c @ x + cp.abs(y[0] - h)), base)
+    with pytest.raises(ValueError, match="reaches its constraints.*nonlinear objective"):
+        CvxpyLayer(nonlinear, [c, h], [x], solver="HIGHS")
+    bounded = cp.Variable(integer=True, bounds=[0, h], name="bounded")
+    with pytest.raises(ValueError, match="bounds of variable 'bounded'.*depend on parameters"):
+        CvxpyLayer(cp.Problem(cp.Minimize(c @ x + bounded), base), [c, h], [x], solver="HIGHS")
+    soc = cp.Problem(cp.Minimize(c[:2] @ y), [cp.norm(y) <= h])
+    with pytest.raises(ValueError, match="second-order cones; use solver='SCS' or solver='CLARABEL'"):
+        CvxpyLayer(soc, [c, h], [y], solver="HIGHS")
+    with pytest.raises(ValueError, match="Unknown HIGHS setting 'tol'"):
+        CvxpyLayer(mip, [c], [x], solver="HIGHS", solver_args={"tol": 1e-3})
+    with pytest.raises(TypeError, match="'presolve' must be of type str"):
+        CvxpyLayer(mip, [c], [x], solver="HIGHS", solver_args={"presolve": False})
+    with pytest.raises(ValueError, match="HIGHS rejected the setting presolve='sometimes'"):
+        CvxpyLayer(mip, [c], [x], solver="HIGHS", solver_args={"presolve": "sometimes"})
