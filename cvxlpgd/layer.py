@@ -12,6 +12,7 @@ import torch
 
 from cvxlpgd.batch import default_executor
 from cvxlpgd.compile import compile_problem
+from cvxlpgd.dgp import LogLogForm
 from cvxlpgd.gradients import GradientMethod, resolve_gradient
 from cvxlpgd.pipeline import FAILURE_POLICIES, FailurePolicy, LayerCall
 from cvxlpgd.program import CompiledProblem, ConicForm
@@ -39,6 +40,7 @@ class CvxpyLayer(torch.nn.Module):
             gradient, the rest of the batch is unaffected.
         executor: a ``concurrent.futures.Executor`` for the per-item solves; default: a
             thread pool with one worker per core.
+        gp: ``True`` for a disciplined geometric program (log-log convex; see ``cvxlpgd.dgp``).
     """
 
     def __init__(
@@ -52,8 +54,12 @@ class CvxpyLayer(torch.nn.Module):
         solver_args: Mapping[str, Any] | None = None,
         on_failure: FailurePolicy = "raise",
         executor: Executor | None = None,
+        gp: bool = False,
     ) -> None:
         super().__init__()
+        self.dgp = LogLogForm(problem, parameters, variables) if gp else None
+        if self.dgp is not None:
+            problem, parameters, variables = self.dgp.problem, self.dgp.parameters, self.dgp.variables
         self.solver = solver_name(solver)
         self.gradient = resolve_gradient(gradient)
         self.solver_args = dict(solver_args or {})
@@ -99,6 +105,8 @@ class CvxpyLayer(torch.nn.Module):
         gradient: GradientMethod | str | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """Solve for ``params``; ``solver_args`` and ``gradient`` override the layer's for this call."""
+        if self.dgp is not None:
+            params = self.dgp.log_parameters(params)
         method = self.gradient if gradient is None else resolve_gradient(gradient)
         solver = make_solver(self.solver, {**self.solver_args, **(solver_args or {})})
         inputs = check_inputs(params, self.cvxpy_parameters)
@@ -113,7 +121,8 @@ class CvxpyLayer(torch.nn.Module):
         # Decided here: inside the Function's forward, grad mode is always off.
         differentiable = torch.is_grad_enabled() and any(p.requires_grad for p in params)
         try:
-            return _SolveFunction.apply(call, inputs, differentiable, *params)
+            outputs = _SolveFunction.apply(call, inputs, differentiable, *params)
+            return outputs if self.dgp is None else self.dgp.exp_variables(outputs)
         finally:
             self.last_statuses = [s.status for s in call.solutions]
 
