@@ -12,17 +12,17 @@ import torch
 
 from cvxlpgd.batch import default_executor
 from cvxlpgd.compile import CompiledProblem, compile_problem
-from cvxlpgd.gradients.lpgd import LPGD
+from cvxlpgd.gradients.lpgd import LPGD, AdaptiveLPGD
 from cvxlpgd.pipeline import FAILURE_POLICIES, FailurePolicy, LayerCall
 from cvxlpgd.solvers import make_solver, solver_name
 from cvxlpgd.validate import Inputs, check_inputs, check_problem
 
-Gradient = LPGD | Literal["lpgd", "implicit"]
+Gradient = LPGD | AdaptiveLPGD | Literal["lpgd", "implicit"]
 
 
-def resolve_gradient(gradient: object) -> LPGD | Literal["implicit"]:
-    """``"lpgd"`` -> ``LPGD()``; an ``LPGD`` or ``"implicit"`` as is; anything else raises."""
-    if isinstance(gradient, LPGD):
+def resolve_gradient(gradient: object) -> LPGD | AdaptiveLPGD | Literal["implicit"]:
+    """``"lpgd"`` -> ``LPGD()``; an ``LPGD``, ``AdaptiveLPGD`` or ``"implicit"`` as is; else raises."""
+    if isinstance(gradient, (LPGD, AdaptiveLPGD)):
         return gradient
     if isinstance(gradient, str) and gradient.lower() == "lpgd":
         return LPGD()
@@ -80,7 +80,7 @@ class CvxpyLayer(torch.nn.Module):
         self._compiled_for(self.gradient)
         self.last_statuses: list[str] = []
 
-    def _compiled_for(self, gradient: LPGD | str) -> CompiledProblem:
+    def _compiled_for(self, gradient: LPGD | AdaptiveLPGD | str) -> CompiledProblem:
         """The conic form a gradient needs: LPGD keeps P for the chosen solver; diffcp wants SCS's
         conventions and no P. Compiled on first use and kept."""
         key = ("SCS", False) if gradient == "implicit" else (self.solver, True)

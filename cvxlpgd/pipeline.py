@@ -19,7 +19,11 @@ from cvxlpgd.errors import PerturbedSolveError, SolverError, warn_user
 from cvxlpgd.gradients.implicit import Adjoint, implicit_backward, implicit_solve
 from cvxlpgd.gradients.lpgd import (
     LPGD,
+    AdaptiveLPGD,
+    Blocks,
     DataGradient,
+    StepReport,
+    adaptive_item_gradient,
     lpgd_item_gradient,
     perturbed_program,
     proximal_P,
@@ -47,7 +51,7 @@ class LayerCall:
 
     compiled: CompiledProblem
     solver: ConeSolver
-    gradient: LPGD | Literal["implicit"]
+    gradient: LPGD | AdaptiveLPGD | Literal["implicit"]
     solver_settings: dict
     on_failure: FailurePolicy
     executor: Executor | None
@@ -114,6 +118,8 @@ class LayerCall:
         dx, dy = self.compiled.recovery.adjoint(output_grads)
         if self.gradient == "implicit":
             grads = implicit_backward(self.program, self.adjoints, dx, dy, self.executor)
+        elif isinstance(self.gradient, AdaptiveLPGD):
+            grads = self._adaptive(dx, dy if self.compiled.recovery.uses_duals else None, self.gradient)
         else:
             grads = self._lpgd(dx, dy if self.compiled.recovery.uses_duals else None, self.gradient)
         data = stack(grads, self.program)
@@ -163,6 +169,48 @@ class LayerCall:
             warn_user(
                 f"LPGD (tau={config.tau}) fell back to a one-sided estimate where a re-solve failed: "
                 f"{self._failure_text(failures)}.",
+            )
+        return [g for g, _ in results]
+
+    def _adaptive(
+        self, dx: np.ndarray, dy: np.ndarray | None, config: AdaptiveLPGD
+    ) -> list[DataGradient | None]:
+        """AdaptiveLPGD per item; failed re-solves are handled inside and reported in one warning."""
+        program, failed, maps = self.program, self.failed, self.compiled.maps
+        blocks = Blocks(
+            c=not maps.c.constant or (maps.P is not None and not maps.P.constant),
+            b=not maps.b.constant,
+            A=not maps.A.constant,
+        )
+
+        def item(i: int, chunk: int) -> tuple[DataGradient | None, StepReport]:
+            if failed[i]:
+                return None, StepReport()
+            base, star = program.item(i), self.solutions[i]
+            workspace = self._workspace(chunk, 0.0)
+
+            def solve(c_shift: np.ndarray, b_shift: np.ndarray | None) -> Solution:
+                b = base.b if b_shift is None else base.b + b_shift
+                problem = replace(base, c=base.c + c_shift, b=b)
+                return self.solver.solve(problem, warm_start=star, workspace=workspace)
+
+            item_dy = None if dy is None else dy[i]
+            structure = program.structure
+            return adaptive_item_gradient(structure, base, star, dx[i], item_dy, config, blocks, solve)
+
+        results = map_items(item, program.batch_size, self.executor)
+        reports = [r for _, r in results]
+        solves = sum(r.failed_solves for r in reports)
+        if solves:
+            counts = {
+                "used a smaller step or one side": sum(r.weakened for r in reports),
+                "kept the small step's gradient for a degenerate block": sum(r.large_lost for r in reports),
+                "got zero gradient (no step solved)": sum(r.lost for r in reports),
+            }
+            detail = "; ".join(f"{n} item(s) {what}" for what, n in counts.items() if n)
+            warn_user(
+                f"{config!r}: {solves} perturbed re-solve(s) were infeasible or unbounded in a batch "
+                f"of {program.batch_size}; {detail}."
             )
         return [g for g, _ in results]
 
