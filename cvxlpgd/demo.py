@@ -69,6 +69,19 @@ def train(
     }
 
 
+def demo_data(grid: int, train: int, test: int, seed: int) -> tuple[CvxpyLayer, dict[str, torch.Tensor]]:
+    """The shortest-path layer and the demo's data: features, true costs and optimal values per split."""
+    sp = grid_shortest_path(grid)
+    layer = CvxpyLayer(sp.problem, [sp.cost], [sp.flow], solver="CLARABEL")
+    x, c = shortest_path_data(train + test, len(sp.edges), degree=4, seed=seed)
+    x, c = torch.tensor(x), torch.tensor(c)
+    data = {"train_x": x[:train], "train_c": c[:train], "test_x": x[train:], "test_c": c[train:]}
+    for split in ("train", "test"):
+        best = _optimal(layer, data[f"{split}_c"])
+        data[f"{split}_opt"] = (data[f"{split}_c"] * best).sum(1)
+    return layer, data
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", type=int, default=5)
@@ -82,27 +95,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    sp = grid_shortest_path(args.grid)
-    layer = CvxpyLayer(sp.problem, [sp.cost], [sp.flow], solver="CLARABEL")
-    x, c = shortest_path_data(args.train + args.test, len(sp.edges), degree=4, seed=args.seed)
-    x, c = torch.tensor(x), torch.tensor(c)
-    data = {
-        "train_x": x[: args.train],
-        "train_c": c[: args.train],
-        "test_x": x[args.train :],
-        "test_c": c[args.train :],
-    }
-    for split in ("train", "test"):
-        best = _optimal(layer, data[f"{split}_c"])
-        data[f"{split}_opt"] = (data[f"{split}_c"] * best).sum(1)
-
+    layer, data = demo_data(args.grid, args.train, args.test, args.seed)
+    x = data["train_x"]
     print(
-        f"Shortest path on a {args.grid}x{args.grid} grid ({len(sp.edges)} edges), "
+        f"Shortest path on a {args.grid}x{args.grid} grid ({data['train_c'].shape[1]} edges), "
         f"{args.train} training / {args.test} held-out instances, {args.epochs} epochs."
     )
     with torch.no_grad():
         torch.manual_seed(args.seed)
-        untrained = torch.nn.Linear(x.shape[1], c.shape[1]).double()
+        untrained = torch.nn.Linear(x.shape[1], data["train_c"].shape[1]).double()
         start_regret = normalized_regret(
             data["test_c"].numpy(), layer(untrained(data["test_x"]))[0].numpy(), data["test_opt"].numpy()
         )

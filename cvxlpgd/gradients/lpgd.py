@@ -155,6 +155,7 @@ def stack(grads: list[DataGradient], program: ProgramBatch) -> DataGradient:
 # --------------------------------------------------------------------------------------------
 
 Detect = Literal["structure", "movement", "both"]
+_BLOCKS = ("c", "b", "A")
 _DETECT = ("structure", "movement", "both")
 
 
@@ -292,7 +293,8 @@ def adaptive_item_gradient(
 ) -> tuple[DataGradient | None, StepReport]:
     """One item's AdaptiveLPGD gradient; ``solve(c_shift, b_shift)`` re-solves the perturbed program.
 
-    1. Small step ``config.small`` (near-exact derivative), weakened on failure.
+    1. Small step ``config.small`` (near-exact derivative), weakened on failure. Skipped when
+       the structure alone shows every block that parameters enter to be degenerate.
     2. Blocks that parameters enter and that the small step leaves degenerate take their
        gradient from the large step ``config.large`` (weakened on failure; if it never works,
        they keep the small step's).
@@ -305,32 +307,41 @@ def adaptive_item_gradient(
     if r == 0.0:
         return zero_gradient(structure), report
     tenth = [10.0**-k for k in range(config.retries + 1)]
-    small, solutions = _attempts(
-        structure, star, dx, dy, [config.small * t for t in tenth], 1.0 / r, solve, report
-    )
+
+    def small_step() -> tuple[DataGradient | None, dict[int, Solution]]:
+        return _attempts(structure, star, dx, dy, [config.small * t for t in tenth], 1.0 / r, solve, report)
+
+    def large_step() -> DataGradient | None:
+        rels = [config.large * t for t in tenth if config.large * t > config.small]
+        return _attempts(structure, star, dx, dy, rels, 1.0 / r, solve, report)[0]
+
+    lp = is_lp(structure)
+    by_structure = {"c": lp and bool(np.any(dx)), "b": lp and dy is not None and bool(np.any(dy)), "A": False}
+    needed = [key for key in _BLOCKS if getattr(blocks, key)]
+    structural = config.detect != "movement" and needed and all(by_structure[k] for k in needed)
+    if config.large is not None and structural:
+        large = large_step()
+        if large is not None:
+            return large, report
+        report.large_lost = True
+        small, _ = small_step()
+        report.lost = small is None
+        return small, report
+
+    small, solutions = small_step()
     if small is None:
         report.lost = True
         return None, report
     if config.large is None:
         return small, report
-
-    lp = is_lp(structure)
     x_static = not _moved(star.x, solutions, "x", config.noise)
     y_static = not _moved(star.y, solutions, "y", config.noise)
-    by_structure = {
-        "c": lp and bool(np.any(dx)),
-        "b": lp and dy is not None and bool(np.any(dy)),
-        "A": False,
-    }
     by_movement = {"c": x_static, "b": y_static, "A": x_static and y_static}
-    use = {"structure": (by_structure,), "movement": (by_movement,), "both": (by_structure, by_movement)}
-    degenerate = {
-        key: getattr(blocks, key) and any(rule[key] for rule in use[config.detect]) for key in ("c", "b", "A")
-    }
+    rules = {"structure": (by_structure,), "movement": (by_movement,), "both": (by_structure, by_movement)}
+    degenerate = {key: key in needed and any(rule[key] for rule in rules[config.detect]) for key in _BLOCKS}
     if not any(degenerate.values()):
         return small, report
-    rels = [config.large * t for t in tenth if config.large * t > config.small]
-    large, _ = _attempts(structure, star, dx, dy, rels, 1.0 / r, solve, report)
+    large = large_step()
     if large is None:
         report.large_lost = True
         return small, report
