@@ -40,6 +40,8 @@ CANDIDATES: dict[str, AdaptiveLPGD | LPGD] = {
     "hybrid movement": AdaptiveLPGD(detect="movement"),
     "hybrid both": AdaptiveLPGD(detect="both"),
 }
+# Sensitivity of the LP behaviour to the large step (used by the dfl part only).
+LARGE_STEPS = {f"hybrid both, large={r:g}": AdaptiveLPGD(large=r) for r in (0.3, 3.0)}
 TIGHT = {"CLARABEL": {"eps": 1e-12}, "SCS": {"eps": 1e-11, "max_iters": 200_000}}
 Table = list[dict[str, object]]
 
@@ -74,7 +76,9 @@ def core(solvers: list[str]) -> Table:
     for case in smooth_cases():
         # SCS: Clarabel's exponential-cone solutions are accurate to ~1e-7 only, noise that
         # finite differences with step 1e-6 turn into 10% errors.
-        reference = CvxpyLayer(case.problem, case.params, case.outputs, solver="SCS", solver_args=TIGHT["SCS"])
+        reference = CvxpyLayer(
+            case.problem, case.params, case.outputs, solver="SCS", solver_args=TIGHT["SCS"]
+        )
         rng = np.random.default_rng(0)
         with torch.no_grad(), recorded():
             shapes = [o.shape for o in reference(*[torch.tensor(v) for v in case.values])]
@@ -163,6 +167,13 @@ def dense_lp_problem(n: int = 50, m: int = 20, seed: int = 0) -> tuple[cp.Proble
     return cp.Problem(cp.Minimize(c @ x), [A @ x <= b, x >= 0, x <= 1]), c, x
 
 
+def nonzero_fraction(grad: torch.Tensor, weight: torch.Tensor, cost: torch.Tensor) -> float:
+    """Fraction of items whose cost gradient exceeds 1e-6 of its natural scale |dx| / |c|
+    (the size of d(w'x)/dc when x moves by O(1) as c moves by O(|c|)); below is solver noise."""
+    scale = weight.norm(dim=1) / cost.norm(dim=1)
+    return float((grad.norm(dim=1) > 1e-6 * scale).double().mean())
+
+
 def nonzero(batch: int, grid: int) -> Table:
     path = grid_shortest_path(grid)
     lp, c_lp, x_lp = dense_lp_problem()
@@ -174,7 +185,7 @@ def nonzero(batch: int, grid: int) -> Table:
             path.cost,
             path.flow,
             true_costs + rng.standard_normal(true_costs.shape),
-            true_costs,
+            rng.uniform(0.0, 2.0, true_costs.shape),
         ),
         "dense LP": (lp, c_lp, x_lp, rng.standard_normal((batch, 50)), rng.standard_normal((batch, 50))),
     }
@@ -186,8 +197,7 @@ def nonzero(batch: int, grid: int) -> Table:
             c_hat = torch.tensor(predicted, requires_grad=True)
             with recorded():
                 (layer(c_hat, gradient=gradient)[0] * torch.tensor(weight)).sum().backward()
-            norms = c_hat.grad.norm(dim=1)
-            row[key] = float((norms > 1e-6 * max(float(norms.max()), 1e-300)).double().mean())
+            row[key] = nonzero_fraction(c_hat.grad, torch.tensor(weight), c_hat.detach())
         rows.append(row)
     return rows
 
@@ -269,7 +279,7 @@ def dfl(
 ) -> Table:
     path = grid_shortest_path(grid)
     layer = CvxpyLayer(path.problem, [path.cost], [path.flow], solver="CLARABEL")
-    known = {**CANDIDATES, "SPO+": None, "two-stage": None}
+    known = {**CANDIDATES, **LARGE_STEPS, "SPO+": None, "two-stage": None}
     rows = []
     for degree in degrees:
         for size in sizes:
