@@ -16,7 +16,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from cvxlpgd import LPGD, CvxpyLayer
+from cvxlpgd import LPGD, AdaptiveLPGD, CvxpyLayer
 from cvxlpgd.examples import grid_shortest_path, normalized_regret, shortest_path_data
 
 ZERO_GRADIENT = 1e-8
@@ -30,7 +30,7 @@ def _optimal(layer: CvxpyLayer, costs: torch.Tensor) -> torch.Tensor:
 def train(
     method: str,
     layer: CvxpyLayer,
-    gradient: LPGD | str,
+    gradient: LPGD | AdaptiveLPGD | str,
     data: dict[str, torch.Tensor],
     epochs: int,
     batch_size: int,
@@ -89,9 +89,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
-    # The loss averages normalized path costs over the batch, so dx ~ 1 / (batch * optimal cost)
-    # ~ 0.005 while predicted costs are ~1: tau = 100 makes the perturbation tau * dx move vertices.
-    parser.add_argument("--tau", type=float, default=100.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -108,9 +105,7 @@ def main(argv: list[str] | None = None) -> None:
             data["test_c"].numpy(), layer(untrained(data["test_x"]))[0].numpy(), data["test_opt"].numpy()
         )
     results = {
-        f"LPGD(tau={args.tau})": train(
-            "LPGD", layer, LPGD(tau=args.tau), data, args.epochs, args.batch_size, args.seed
-        ),
+        "lpgd (default)": train("lpgd", layer, "lpgd", data, args.epochs, args.batch_size, args.seed),
         "implicit": train("implicit", layer, "implicit", data, args.epochs, args.batch_size, args.seed),
     }
     print()

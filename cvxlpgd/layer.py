@@ -21,11 +21,12 @@ Gradient = LPGD | AdaptiveLPGD | Literal["lpgd", "implicit"]
 
 
 def resolve_gradient(gradient: object) -> LPGD | AdaptiveLPGD | Literal["implicit"]:
-    """``"lpgd"`` -> ``LPGD()``; an ``LPGD``, ``AdaptiveLPGD`` or ``"implicit"`` as is; else raises."""
+    """``"lpgd"`` -> ``AdaptiveLPGD()`` (the scale-free default); an ``LPGD``, ``AdaptiveLPGD`` or
+    ``"implicit"`` as is; anything else raises."""
     if isinstance(gradient, (LPGD, AdaptiveLPGD)):
         return gradient
     if isinstance(gradient, str) and gradient.lower() == "lpgd":
-        return LPGD()
+        return AdaptiveLPGD()
     if isinstance(gradient, str) and gradient.lower() == "implicit":
         return "implicit"
     raise ValueError(f"gradient must be 'lpgd', 'implicit' or an LPGD(...) instance, got {gradient!r}.")
@@ -43,7 +44,8 @@ class CvxpyLayer(torch.nn.Module):
         parameters: every ``cp.Parameter`` of the problem, in the order tensors are passed.
         variables: the variables to output; a constraint's ``dual_variables[0]`` outputs its dual.
         solver: ``"SCS"`` or ``"CLARABEL"`` (any case, or ``cp.SCS`` / ``cp.CLARABEL``).
-        gradient: ``"lpgd"`` (default, ``LPGD()``), an ``LPGD(tau, rho, side)``, or ``"implicit"``.
+        gradient: ``"lpgd"`` (default, ``AdaptiveLPGD()``: no tuning), an ``LPGD(tau, rho, side)``
+            with an absolute step, an ``AdaptiveLPGD(...)``, or ``"implicit"``.
         solver_args: the solver's own settings, plus ``eps`` and ``max_iters``.
         on_failure: ``"raise"`` (default) or ``"nan"``: failed items give NaN outputs and zero
             gradient, the rest of the batch is unaffected.
