@@ -16,7 +16,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from cvxlpgd import LPGD, CvxpyLayer
+from cvxlpgd import LPGD, AdaptiveLPGD, CvxpyLayer
 from cvxlpgd.examples import grid_shortest_path, normalized_regret, shortest_path_data
 
 ZERO_GRADIENT = 1e-8
@@ -30,7 +30,7 @@ def _optimal(layer: CvxpyLayer, costs: torch.Tensor) -> torch.Tensor:
 def train(
     method: str,
     layer: CvxpyLayer,
-    gradient: LPGD | str,
+    gradient: LPGD | AdaptiveLPGD | str,
     data: dict[str, torch.Tensor],
     epochs: int,
     batch_size: int,
@@ -69,6 +69,19 @@ def train(
     }
 
 
+def demo_data(grid: int, train: int, test: int, seed: int) -> tuple[CvxpyLayer, dict[str, torch.Tensor]]:
+    """The shortest-path layer and the demo's data: features, true costs and optimal values per split."""
+    sp = grid_shortest_path(grid)
+    layer = CvxpyLayer(sp.problem, [sp.cost], [sp.flow], solver="CLARABEL")
+    x, c = shortest_path_data(train + test, len(sp.edges), degree=4, seed=seed)
+    x, c = torch.tensor(x), torch.tensor(c)
+    data = {"train_x": x[:train], "train_c": c[:train], "test_x": x[train:], "test_c": c[train:]}
+    for split in ("train", "test"):
+        best = _optimal(layer, data[f"{split}_c"])
+        data[f"{split}_opt"] = (data[f"{split}_c"] * best).sum(1)
+    return layer, data
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", type=int, default=5)
@@ -76,40 +89,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
-    # The loss averages normalized path costs over the batch, so dx ~ 1 / (batch * optimal cost)
-    # ~ 0.005 while predicted costs are ~1: tau = 100 makes the perturbation tau * dx move vertices.
-    parser.add_argument("--tau", type=float, default=100.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    sp = grid_shortest_path(args.grid)
-    layer = CvxpyLayer(sp.problem, [sp.cost], [sp.flow], solver="CLARABEL")
-    x, c = shortest_path_data(args.train + args.test, len(sp.edges), degree=4, seed=args.seed)
-    x, c = torch.tensor(x), torch.tensor(c)
-    data = {
-        "train_x": x[: args.train],
-        "train_c": c[: args.train],
-        "test_x": x[args.train :],
-        "test_c": c[args.train :],
-    }
-    for split in ("train", "test"):
-        best = _optimal(layer, data[f"{split}_c"])
-        data[f"{split}_opt"] = (data[f"{split}_c"] * best).sum(1)
-
+    layer, data = demo_data(args.grid, args.train, args.test, args.seed)
+    x = data["train_x"]
     print(
-        f"Shortest path on a {args.grid}x{args.grid} grid ({len(sp.edges)} edges), "
+        f"Shortest path on a {args.grid}x{args.grid} grid ({data['train_c'].shape[1]} edges), "
         f"{args.train} training / {args.test} held-out instances, {args.epochs} epochs."
     )
     with torch.no_grad():
         torch.manual_seed(args.seed)
-        untrained = torch.nn.Linear(x.shape[1], c.shape[1]).double()
+        untrained = torch.nn.Linear(x.shape[1], data["train_c"].shape[1]).double()
         start_regret = normalized_regret(
             data["test_c"].numpy(), layer(untrained(data["test_x"]))[0].numpy(), data["test_opt"].numpy()
         )
     results = {
-        f"LPGD(tau={args.tau})": train(
-            "LPGD", layer, LPGD(tau=args.tau), data, args.epochs, args.batch_size, args.seed
-        ),
+        "lpgd (default)": train("lpgd", layer, "lpgd", data, args.epochs, args.batch_size, args.seed),
         "implicit": train("implicit", layer, "implicit", data, args.epochs, args.batch_size, args.seed),
     }
     print()

@@ -33,8 +33,8 @@ class CvxpyLayer(torch.nn.Module):
             (kept as ``layer.cvxpy_parameters``; ``layer.parameters()`` is torch's, and empty).
         variables: the variables to output; a constraint's ``dual_variables[0]`` outputs its dual.
         solver: ``"SCS"`` or ``"CLARABEL"`` (any case, or ``cp.SCS`` / ``cp.CLARABEL``).
-        gradient: ``"lpgd"`` (default, ``LPGD()``), an ``LPGD(tau, rho, side)``, ``"implicit"``
-            or an ``Implicit(mode)``.
+        gradient: ``"lpgd"`` (default: ``AdaptiveLPGD()``, scale-free, needs no tuning), an
+            explicit ``LPGD(tau, rho, side)``, ``"implicit"`` or an ``Implicit(mode)``.
         solver_args: the solver's own settings, plus ``eps`` and ``max_iters``.
         on_failure: ``"raise"`` (default) or ``"nan"``: failed items give NaN outputs and zero
             gradient, the rest of the batch is unaffected.

@@ -105,15 +105,17 @@ class DataGradient:
     P: np.ndarray | None
 
     @classmethod
+    def zeros(cls, structure: ConeStructure) -> DataGradient:
+        """The zero gradient of one item."""
+        s = structure
+        P = None if s.P is None else np.zeros(s.P.nnz)
+        return cls(A=np.zeros(s.A.nnz), b=np.zeros(s.m), c=np.zeros(s.n), P=P)
+
+    @classmethod
     def stack(cls, grads: list[DataGradient | None], structure: ConeStructure) -> DataGradient:
         """Stack per-item gradients into (B, .) arrays; items without one (None) get zeros."""
         s = structure
-        zero = cls(
-            A=np.zeros(s.A.nnz),
-            b=np.zeros(s.m),
-            c=np.zeros(s.n),
-            P=None if s.P is None else np.zeros(s.P.nnz),
-        )
+        zero = cls.zeros(structure)
         filled = [zero if g is None else g for g in grads]
         return cls(
             A=np.stack([g.A for g in filled]),
@@ -134,6 +136,7 @@ class ProgramBatch:
     P_values: np.ndarray | None  # (B or 1, nnz_P)
     batch_size: int
     shared_matrices: bool  # no parameter enters A or P: every item has the same matrices
+    parametrized: frozenset[str] = frozenset()  # the data blocks ("A", "b", "c", "P") parameters enter
 
     def item(self, i: int) -> ConeProgram:
         A, P = self._shared_matrices if self.shared_matrices else self._matrices(i)
@@ -160,6 +163,7 @@ class ProgramBatch:
             P_values=part(self.P_values),
             batch_size=stop - start,
             shared_matrices=self.shared_matrices,
+            parametrized=self.parametrized,
         )
 
     def _matrices(self, i: int) -> tuple[sp.csc_array, sp.csc_array | None]:
@@ -198,6 +202,11 @@ class ProblemMaps:
             P_values=None if self.P is None else self.P.apply(theta),
             batch_size=theta.shape[0],
             shared_matrices=self.A.constant and (self.P is None or self.P.constant),
+            parametrized=frozenset(
+                name
+                for name, amap in (("A", self.A), ("b", self.b), ("c", self.c), ("P", self.P))
+                if amap is not None and not amap.constant
+            ),
         )
 
     def adjoint(self, grad: DataGradient) -> np.ndarray:

@@ -8,6 +8,29 @@ import cvxpy as cp
 import numpy as np
 
 
+def finite_difference(
+    f, values: list[np.ndarray], index: int, symmetric: bool, step: float = 1e-6
+) -> np.ndarray:
+    """Central differences of scalar f w.r.t. values[index]; a symmetric parameter is perturbed
+    in (i, j) and (j, i) together and the result split evenly, matching a symmetric gradient."""
+    grad = np.zeros(values[index].shape)
+    for idx in np.ndindex(grad.shape):
+        if symmetric and idx[0] > idx[1]:
+            continue
+        shifted = []
+        for sign in (1.0, -1.0):
+            vals = [v.copy() for v in values]
+            vals[index][idx] += sign * step
+            if symmetric:
+                vals[index][idx[::-1]] = vals[index][idx]
+            shifted.append(f(vals))
+        grad[idx] = (shifted[0] - shifted[1]) / (2 * step)
+        if symmetric and idx[0] != idx[1]:
+            grad[idx] /= 2
+            grad[idx[::-1]] = grad[idx]
+    return grad
+
+
 @dataclass
 class ActiveSetQP:
     """min 1/2 x'Qx + c'x  s.t.  Gx <= h, with a known solution whose active set is ``active``.
@@ -61,3 +84,84 @@ def random_lp(
     con = A @ x <= b
     problem = cp.Problem(cp.Minimize(c @ x), [con, x >= 0, x <= 1])
     return problem, c, x, con, -rng.uniform(0.5, 1.5, n)
+
+
+@dataclass
+class SmoothCase:
+    """A problem whose solution map is differentiable at ``values`` (finite differences are a
+    valid reference); ``implicit`` says whether diffcp can take it (no parametrized quad_form)."""
+
+    name: str
+    problem: cp.Problem
+    params: list[cp.Parameter]
+    values: list[np.ndarray]
+    outputs: list[cp.Variable]
+    implicit: bool = True
+
+
+def least_squares(rows: int = 8, cols: int = 4, seed: int = 0) -> SmoothCase:
+    """min ||F x - g||^2: F enters A, g enters b, P is the constant identity of the residual."""
+    rng = np.random.default_rng(seed)
+    x, F, g = cp.Variable(cols, name="x"), cp.Parameter((rows, cols), name="F"), cp.Parameter(rows, name="g")
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(F @ x - g)))
+    return SmoothCase(
+        "least squares", problem, [F, g], [rng.standard_normal((rows, cols)), rng.standard_normal(rows)], [x]
+    )
+
+
+def projection_qp(n: int = 6, m: int = 4, seed: int = 0) -> SmoothCase:
+    """min 1/2 ||x - q||^2 s.t. G x <= h, with half of the constraints active (strictly)."""
+    rng = np.random.default_rng(seed)
+    G = rng.standard_normal((m, n))
+    x0 = rng.standard_normal(n)
+    active = m // 2
+    h = G @ x0 + np.concatenate([np.zeros(active), rng.uniform(0.5, 1.5, m - active)])
+    q = x0 + G[:active].T @ rng.uniform(0.5, 1.5, active)  # KKT: x0 - q + G_act' lambda = 0
+    x = cp.Variable(n, name="x")
+    q_p, G_p, h_p = cp.Parameter(n, name="q"), cp.Parameter((m, n), name="G"), cp.Parameter(m, name="h")
+    con = G_p @ x <= h_p
+    problem = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(x - q_p)), [con])
+    return SmoothCase("projection QP", problem, [q_p, G_p, h_p], [q, G, h], [x, con.dual_variables[0]])
+
+
+def socp_ball(n: int = 4, seed: int = 0) -> SmoothCase:
+    """min c'x s.t. ||G x - h||_2 <= 1: the solution is the boundary point where -c is normal."""
+    rng = np.random.default_rng(seed)
+    x = cp.Variable(n, name="x")
+    c, G, h = cp.Parameter(n, name="c"), cp.Parameter((n, n), name="G"), cp.Parameter(n, name="h")
+    con = cp.norm2(G @ x - h) <= 1
+    problem = cp.Problem(cp.Minimize(c @ x), [con])
+    values = [rng.standard_normal(n), np.eye(n) + 0.3 * rng.standard_normal((n, n)), rng.standard_normal(n)]
+    return SmoothCase("SOCP", problem, [c, G, h], values, [x, con.dual_variables[0]])
+
+
+def entropy_exp(n: int = 4, m: int = 2, seed: int = 0) -> SmoothCase:
+    """min c'x - sum(entr(x)) s.t. A x == b (exponential cones): x = exp(-1 - c - A'nu) > 0."""
+    rng = np.random.default_rng(seed)
+    x = cp.Variable(n, name="x")
+    c, A, b = cp.Parameter(n, name="c"), cp.Parameter((m, n), name="A"), cp.Parameter(m, name="b")
+    con = A @ x == b
+    problem = cp.Problem(cp.Minimize(c @ x - cp.sum(cp.entr(x))), [con])
+    A_val = rng.uniform(0.5, 1.5, (m, n))
+    values = [rng.standard_normal(n) * 0.3, A_val, A_val @ rng.uniform(0.5, 1.5, n)]
+    return SmoothCase("exponential cone", problem, [c, A, b], values, [x, con.dual_variables[0]])
+
+
+def smooth_cases() -> list[SmoothCase]:
+    """The five core problems of the exactness checks: QP (P, A, b, c), projection QP, least
+    squares, SOCP, exponential cone."""
+    qp = active_set_qp(n=5, m=6, n_active=3, seed=1)
+    return [
+        SmoothCase(
+            "active-set QP",
+            qp.problem,
+            qp.params,
+            qp.values,
+            [qp.x, qp.constraint.dual_variables[0]],
+            implicit=False,
+        ),
+        projection_qp(),
+        least_squares(),
+        socp_ball(),
+        entropy_exp(),
+    ]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from lpgd_formula import lpgd_formula_gradient
-from problems import active_set_qp, random_lp
+from problems import active_set_qp, finite_difference, random_lp
 
 from cvxlpgd import LPGD, CvxpyLayer
 
@@ -18,29 +18,6 @@ TIGHT = {"SCS": {"eps": 1e-11, "max_iters": 200_000}, "CLARABEL": {"eps": 1e-12}
 # gradcheck's 1e-6 finite differences into noise. SCS reaches 1e-10 and gets gradcheck; Clarabel's
 # implicit gradient is checked against SCS's.
 IMPLICIT_TIGHT = {"SCS": TIGHT["SCS"], "CLARABEL": {"eps": 1e-10}}
-
-
-def _finite_difference(
-    f, values: list[np.ndarray], index: int, symmetric: bool, step: float = 1e-6
-) -> np.ndarray:
-    """Central differences of scalar f w.r.t. values[index]; a symmetric parameter is perturbed
-    in (i, j) and (j, i) together and the result split evenly, matching a symmetric gradient."""
-    grad = np.zeros(values[index].shape)
-    for idx in np.ndindex(grad.shape):
-        if symmetric and idx[0] > idx[1]:
-            continue
-        shifted = []
-        for sign in (1.0, -1.0):
-            vals = [v.copy() for v in values]
-            vals[index][idx] += sign * step
-            if symmetric:
-                vals[index][idx[::-1]] = vals[index][idx]
-            shifted.append(f(vals))
-        grad[idx] = (shifted[0] - shifted[1]) / (2 * step)
-        if symmetric and idx[0] != idx[1]:
-            grad[idx] /= 2
-            grad[idx[::-1]] = grad[idx]
-    return grad
 
 
 @pytest.mark.parametrize("solver", ["SCS", "CLARABEL"])
@@ -71,7 +48,7 @@ def test_lpgd_matches_finite_differences_on_qp(solver: str, side: str) -> None:
     x, y = layer(*tensors)
     (x @ torch.tensor(w) + y @ torch.tensor(v)).backward()
     for index, (param, tensor) in enumerate(zip(qp.params, tensors, strict=True)):
-        fd = _finite_difference(loss, qp.values, index, symmetric=param.attributes["PSD"])
+        fd = finite_difference(loss, qp.values, index, symmetric=param.attributes["PSD"])
         error = np.linalg.norm(tensor.grad.numpy() - fd) / np.linalg.norm(fd)
         assert error <= 1e-4, f"{solver} {side}: relative error {error:.2e} for {param.name()}"
 

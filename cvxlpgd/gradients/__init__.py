@@ -6,12 +6,14 @@ one line in ``GRADIENTS``.
 
 from __future__ import annotations
 
+from cvxlpgd.gradients.adaptive import AdaptiveLPGD
 from cvxlpgd.gradients.base import GradientMethod
 from cvxlpgd.gradients.implicit import Implicit
 from cvxlpgd.gradients.lpgd import LPGD
 
-# The shorthand strings a user may pass as ``gradient=``, each for its method's defaults.
-GRADIENTS: dict[str, type] = {"lpgd": LPGD, "implicit": Implicit}
+# The shorthand strings a user may pass as ``gradient=``, each for its method's defaults:
+# "lpgd" is the scale-free default; an explicit LPGD(tau, rho, side) is the fixed-step formula.
+GRADIENTS: dict[str, type] = {"lpgd": AdaptiveLPGD, "implicit": Implicit}
 
 
 def resolve_gradient(gradient: object) -> GradientMethod:
@@ -27,4 +29,4 @@ def resolve_gradient(gradient: object) -> GradientMethod:
     )
 
 
-__all__ = ["GRADIENTS", "GradientMethod", "Implicit", "LPGD", "resolve_gradient"]
+__all__ = ["GRADIENTS", "AdaptiveLPGD", "GradientMethod", "Implicit", "LPGD", "resolve_gradient"]

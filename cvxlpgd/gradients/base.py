@@ -33,7 +33,7 @@ class ChunkGradient:
     met on the way, keyed and worded by the method for its ``report``."""
 
     grads: list[DataGradient | None]
-    problems: dict[Any, str] = field(default_factory=dict)
+    problems: dict[Any, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

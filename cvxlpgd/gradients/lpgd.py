@@ -63,11 +63,7 @@ class LPGD:
     def solve(
         self, solver: ConeSolver, program: ProgramBatch, keep_state: bool, differentiable: bool
     ) -> SolvedChunk:
-        """Solve a chunk's items in order, sharing one workspace where the backend reuses it.
-        The workspace is kept (when allowed) for the re-solves, which have the same matrices."""
-        workspace = {} if solver.reuses_workspace and program.shared_matrices else None
-        solutions = [solver.solve(program.item(i), workspace=workspace) for i in range(program.batch_size)]
-        return SolvedChunk(solutions, workspace if keep_state else None)
+        return solve_chunk(solver, program, keep_state)
 
     def differentiate(
         self,
@@ -79,10 +75,7 @@ class LPGD:
         start: int,
     ) -> ChunkGradient:
         n, shared = program.structure.n, program.shared_matrices
-        workspace: Workspace | None = None
-        if solver.reuses_workspace and shared:
-            # With rho = 0 the re-solves have the forward's P: reuse its workspace if it was kept.
-            workspace = solved.state if self.rho == 0 and solved.state is not None else {}
+        workspace = resolve_workspace(solver, program, solved, same_matrices=self.rho == 0)
         shared_P_rho = proximal_P(program.item(0).P, n, self.rho) if shared else None
         grads: list[DataGradient | None] = []
         problems: dict[tuple[int, int], str] = {}
@@ -179,6 +172,24 @@ class LPGD:
 
 
 _HINT = "dependent equalities"
+
+
+def solve_chunk(solver: ConeSolver, program: ProgramBatch, keep_state: bool) -> SolvedChunk:
+    """Solve a chunk's items in order, sharing one workspace where the backend reuses it. The
+    workspace is kept (when allowed) for the re-solves, which have the same matrices."""
+    workspace = {} if solver.reuses_workspace and program.shared_matrices else None
+    solutions = [solver.solve(program.item(i), workspace=workspace) for i in range(program.batch_size)]
+    return SolvedChunk(solutions, workspace if keep_state else None)
+
+
+def resolve_workspace(
+    solver: ConeSolver, program: ProgramBatch, solved: SolvedChunk, same_matrices: bool
+) -> Workspace | None:
+    """The workspace a chunk's re-solves share: the forward's when they have its matrices and it
+    was kept, else a fresh one (None where the backend does not reuse workspaces)."""
+    if not (solver.reuses_workspace and program.shared_matrices):
+        return None
+    return solved.state if same_matrices and solved.state is not None else {}
 
 
 def _failure_text(failures: dict[tuple[int, int], str]) -> str:
