@@ -23,27 +23,33 @@ from cvxlpgd.cone import INTERRUPTED
 
 T = TypeVar("T")
 
-_default: ThreadPoolExecutor | None = None
-_default_lock = threading.Lock()
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def thread_pool(workers: int = -1) -> ThreadPoolExecutor:
+    """A process-wide thread pool with ``workers`` threads (-1: one per core), made on first use."""
+    size = (os.cpu_count() or 1) if workers == -1 else workers
+    with _pools_lock:
+        if size not in _pools:
+            _pools[size] = ThreadPoolExecutor(max_workers=size, thread_name_prefix="cvxlpgd")
+        return _pools[size]
 
 
 def default_executor() -> ThreadPoolExecutor:
-    """A process-wide thread pool with one worker per core."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="cvxlpgd")
-        return _default
+    """The process-wide thread pool with one worker per core."""
+    return thread_pool(-1)
 
 
-def _forget_default_pool() -> None:
+def _forget_pools() -> None:
     """In a forked child (a DataLoader worker), the parent's pool threads do not exist: a pool
     inherited from the parent would accept work and never run it. Start afresh on first use."""
-    global _default, _default_lock
-    _default, _default_lock = None, threading.Lock()
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_default_pool)
+os.register_at_fork(after_in_child=_forget_pools)
 
 
 def chunk_bounds(batch_size: int, executor: Executor | None) -> list[tuple[int, int]]:

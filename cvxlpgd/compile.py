@@ -274,14 +274,26 @@ def compile_problem(
     parameters: list[cp.Parameter],
     variables: list[cp.Variable],
     form: ConicForm,
+    canon_backend: str | None = None,
 ) -> CompiledProblem:
-    """Canonicalize ``problem`` once in the conic ``form`` a gradient method asks for.
+    """Canonicalize ``problem`` once in the conic ``form`` a gradient method asks for, with
+    CVXPY's ``canon_backend`` (None: CVXPY's default).
 
     The caller has validated DPP and membership of parameters and variables.
     """
     scope = scopes.quad_form_dpp_scope() if form.quad_obj else contextlib.nullcontext()
     with scope:
-        data, chain = problem_data(problem, form.canon_solver, {"use_quad_obj": form.quad_obj})
+        try:
+            data, chain = problem_data(
+                problem, form.canon_solver, {"use_quad_obj": form.quad_obj}, canon_backend
+            )
+        except ValueError as error:
+            if canon_backend is None or "backend" not in str(error).lower():
+                raise
+            raise ValueError(
+                f"canon_backend={canon_backend!r} cannot canonicalize this problem ({error}); use "
+                "None (CVXPY's default), 'CPP' or 'SCIPY'."
+            ) from error
     param_prob = data[cp.settings.PARAM_PROB]
     dims = ConeDims.from_cvxpy(data["dims"])
     param_id_map = {k: v[0] for k, v in chain.compose_param_id_map().items()}

@@ -12,6 +12,7 @@ import sys
 import warnings
 from collections.abc import Mapping
 
+import diffcp
 import torch
 
 _INTERNAL_PREFIXES = (
@@ -20,10 +21,11 @@ _INTERNAL_PREFIXES = (
 )
 
 
-class SolverError(RuntimeError):
+class SolverError(RuntimeError, diffcp.SolverError):
     """One or more batch items could not be solved.
 
-    ``statuses`` maps each failed batch item to the solver status it ended with.
+    ``statuses`` maps each failed batch item to the solver status it ended with. Also a
+    ``diffcp.SolverError``, so ``except diffcp.SolverError`` code written for cvxpylayers works.
     """
 
     def __init__(self, message: str, statuses: Mapping[int, str]):

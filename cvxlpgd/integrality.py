@@ -28,12 +28,16 @@ def canonicalization_solver(problem: cp.Problem, solver: str) -> str:
     return solver
 
 
-def problem_data(problem: cp.Problem, solver: str, solver_opts: dict) -> tuple[dict, object]:
+def problem_data(
+    problem: cp.Problem, solver: str, solver_opts: dict, canon_backend: str | None = None
+) -> tuple[dict, object]:
     """``problem.get_problem_data`` for ``solver``, with CVXPY's refusal of a non-linear MIP
     turned into an error that names what HIGHS lacks."""
     try:
         data, chain, _ = problem.get_problem_data(
-            solver=canonicalization_solver(problem, solver), solver_opts=solver_opts
+            solver=canonicalization_solver(problem, solver),
+            solver_opts=solver_opts,
+            canon_backend=canon_backend,
         )
     except cp.error.SolverError as error:
         if solver != MIP_SOLVER:

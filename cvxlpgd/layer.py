@@ -10,8 +10,10 @@ import cvxpy as cp
 import numpy as np
 import torch
 
-from cvxlpgd.batch import default_executor
+from cvxlpgd.batch import default_executor, thread_pool
+from cvxlpgd.compat import split_peer_args
 from cvxlpgd.compile import compile_problem
+from cvxlpgd.cone import Solution
 from cvxlpgd.dgp import LogLogForm
 from cvxlpgd.gradients import GradientMethod, resolve_gradient
 from cvxlpgd.pipeline import FAILURE_POLICIES, FailurePolicy, LayerCall
@@ -27,20 +29,26 @@ class CvxpyLayer(torch.nn.Module):
     optional leading batch dimension) and returns a tuple with one tensor per entry of
     ``variables``. The backward pass is LPGD by default, or the implicit KKT derivative.
 
-    Args:
-        problem: a DPP ``cvxpy.Problem``.
+    Args (the first eight as in cvxpylayers' ``CvxpyLayer``, in its order):
+        problem: a DPP ``cvxpy.Problem`` (a DGP one with ``gp=True``).
         parameters: every ``cp.Parameter`` of the problem, in the order tensors are passed
             (kept as ``layer.cvxpy_parameters``; ``layer.parameters()`` is torch's, and empty).
         variables: the variables to output; a constraint's ``dual_variables[0]`` outputs its dual.
-        solver: ``"SCS"`` or ``"CLARABEL"`` (any case, or ``cp.SCS`` / ``cp.CLARABEL``).
+        solver: ``"SCS"`` (default), ``"CLARABEL"`` or ``"HIGHS"`` (any case, or ``cp.SCS``, ...).
+        gp: ``True`` for a disciplined geometric program (log-log convex; see ``cvxlpgd.dgp``).
+        verbose: let the solver print its progress.
+        canon_backend: CVXPY's canonicalization backend (``None``: CVXPY's default).
+        solver_args: the solver's own settings, plus ``eps``, ``max_iters`` and ``verbose``, and
+            cvxpylayers' keys: ``solve_method`` (the solver), ``mode`` (``"dense"``, ``"lsqr"``,
+            ``"lsmr"``: the implicit gradient; ``"lpgd"``, ``"lpgd_right"``, ``"lpgd_left"``:
+            LPGD central, lower, upper, with ``derivative_kwargs={"tau": ..., "rho": ...}``),
+            ``n_jobs_forward`` / ``n_jobs_backward`` (threads; -1: one per core).
         gradient: ``"lpgd"`` (default: ``AdaptiveLPGD()``, scale-free, needs no tuning), an
             explicit ``LPGD(tau, rho, side)``, ``"implicit"`` or an ``Implicit(mode)``.
-        solver_args: the solver's own settings, plus ``eps`` and ``max_iters``.
         on_failure: ``"raise"`` (default) or ``"nan"``: failed items give NaN outputs and zero
             gradient, the rest of the batch is unaffected.
-        executor: a ``concurrent.futures.Executor`` for the per-item solves; default: a
-            thread pool with one worker per core.
-        gp: ``True`` for a disciplined geometric program (log-log convex; see ``cvxlpgd.dgp``).
+        executor: a ``concurrent.futures.ThreadPoolExecutor`` for the per-item solves; default:
+            a thread pool with one worker per core.
     """
 
     def __init__(
@@ -48,41 +56,51 @@ class CvxpyLayer(torch.nn.Module):
         problem: cp.Problem,
         parameters: list[cp.Parameter],
         variables: list[cp.Variable],
-        *,
-        solver: str = "SCS",
-        gradient: GradientMethod | str = "lpgd",
+        solver: str | None = None,
+        gp: bool = False,
+        verbose: bool = False,
+        canon_backend: str | None = None,
         solver_args: Mapping[str, Any] | None = None,
+        *,
+        gradient: GradientMethod | str | None = None,
         on_failure: FailurePolicy = "raise",
         executor: Executor | None = None,
-        gp: bool = False,
     ) -> None:
         super().__init__()
+        peer = split_peer_args(solver_args)
         self.dgp = LogLogForm(problem, parameters, variables) if gp else None
         if self.dgp is not None:
             problem, parameters, variables = self.dgp.problem, self.dgp.parameters, self.dgp.variables
-        self.solver = solver_name(solver)
-        self.gradient = resolve_gradient(gradient)
-        self.solver_args = dict(solver_args or {})
+        chosen_solver = _one_of("solver", solver, "solve_method", peer.solver)
+        chosen_gradient = _one_of("gradient", gradient, "mode", peer.gradient)
+        self.solver = solver_name("SCS" if chosen_solver is None else chosen_solver)
+        self.gradient = resolve_gradient("lpgd" if chosen_gradient is None else chosen_gradient)
+        self.solver_args = {**peer.settings, **({"verbose": True} if verbose else {})}
         if on_failure not in FAILURE_POLICIES:
             raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}.")
         self.on_failure = on_failure
         self.executor = check_executor(executor)
+        if self.executor is None and peer.forward_workers is not None:
+            self.executor = thread_pool(peer.forward_workers)
+        self.backward_executor = None if peer.backward_workers is None else thread_pool(peer.backward_workers)
         self.problem = problem
+        self.canon_backend = canon_backend
         form = self.gradient.conic_form(make_solver(self.solver, self.solver_args))  # validates settings
         self.cvxpy_parameters, self.variables = check_problem(
             problem, parameters, variables, allow_param_quad_form=form.quad_obj, solver=self.solver
         )
         self._compiled: dict[ConicForm, CompiledProblem] = {}
-        self._compiled_for(form)
+        self._compiled_for(form, self.solver)
+        self._warm_starts: dict[ConicForm, list[Solution]] = {}
         self.last_statuses: list[str] = []
 
     def compiled(self, gradient: GradientMethod | str | None = None) -> CompiledProblem:
         """The conic maps the layer uses with its (or the given) gradient method: to inspect the
         conic data (``compiled().maps.apply(theta)``) or to time the raw solver on it."""
         method = self.gradient if gradient is None else resolve_gradient(gradient)
-        return self._compiled_for(method.conic_form(make_solver(self.solver, self.solver_args)))
+        return self._compiled_for(method.conic_form(make_solver(self.solver, self.solver_args)), self.solver)
 
-    def _compiled_for(self, form: ConicForm) -> CompiledProblem:
+    def _compiled_for(self, form: ConicForm, solver: str) -> CompiledProblem:
         """The problem compiled in the conic form a gradient method needs; built on first use."""
         if form not in self._compiled:
             check_problem(
@@ -90,9 +108,11 @@ class CvxpyLayer(torch.nn.Module):
                 self.cvxpy_parameters,
                 self.variables,
                 allow_param_quad_form=form.quad_obj,
-                solver=self.solver,
+                solver=solver,
             )
-            self._compiled[form] = compile_problem(self.problem, self.cvxpy_parameters, self.variables, form)
+            self._compiled[form] = compile_problem(
+                self.problem, self.cvxpy_parameters, self.variables, form, self.canon_backend
+            )
         return self._compiled[form]
 
     # torch.compile cannot trace a solver: the call stays out of the graph (one graph break),
@@ -102,21 +122,39 @@ class CvxpyLayer(torch.nn.Module):
         self,
         *params: torch.Tensor,
         solver_args: Mapping[str, Any] | None = None,
+        warm_start: bool = False,
         gradient: GradientMethod | str | None = None,
     ) -> tuple[torch.Tensor, ...]:
-        """Solve for ``params``; ``solver_args`` and ``gradient`` override the layer's for this call."""
+        """Solve for ``params``; ``solver_args`` and ``gradient`` override the layer's for this call.
+
+        ``warm_start=True`` starts each item from the solution of the same batch position in the
+        last call that also asked for warm starts, where the solver can use one (SCS; HIGHS for
+        LPs); Clarabel, an interior-point method, ignores it.
+        """
         if self.dgp is not None:
             params = self.dgp.log_parameters(params)
-        method = self.gradient if gradient is None else resolve_gradient(gradient)
-        solver = make_solver(self.solver, {**self.solver_args, **(solver_args or {})})
+        peer = split_peer_args(solver_args)
+        chosen = _one_of("gradient", gradient, "mode", peer.gradient)
+        method = self.gradient if chosen is None else resolve_gradient(chosen)
+        name = self.solver if peer.solver is None else solver_name(peer.solver)
+        solver = make_solver(name, {**self.solver_args, **peer.settings})
         inputs = check_inputs(params, self.cvxpy_parameters)
+        form = method.conic_form(solver)
+        executor = self.executor or default_executor()
+        if peer.forward_workers is not None:
+            executor = thread_pool(peer.forward_workers)
+        backward_executor = self.backward_executor or executor
+        if peer.backward_workers is not None:
+            backward_executor = thread_pool(peer.backward_workers)
         call = LayerCall(
-            compiled=self._compiled_for(method.conic_form(solver)),
+            compiled=self._compiled_for(form, name),
             solver=solver,
             method=method,
             on_failure=self.on_failure,
-            executor=self.executor or default_executor(),
+            executor=executor,
+            backward_executor=backward_executor,
             parameter_names=tuple(name for p in self.cvxpy_parameters for name in [p.name()] * p.size),
+            warm_starts=self._warm_starts.get(form) if warm_start else None,
         )
         # Decided here: inside the Function's forward, grad mode is always off.
         differentiable = torch.is_grad_enabled() and any(p.requires_grad for p in params)
@@ -125,15 +163,26 @@ class CvxpyLayer(torch.nn.Module):
             return outputs if self.dgp is None else self.dgp.exp_variables(outputs)
         finally:
             self.last_statuses = [s.status for s in call.solutions]
+            if warm_start:
+                self._warm_starts[form] = call.solutions
 
     def __getstate__(self) -> dict:
         state = dict(super().__getstate__())
-        state["executor"] = None  # executors do not pickle; the default pool is used after loading
+        # Executors do not pickle (the default pool is used after loading); warm starts are
+        # a cache of the last call.
+        state.update(executor=None, backward_executor=None, _warm_starts={})
         return state
 
     def extra_repr(self) -> str:
         names = [p.name() for p in self.cvxpy_parameters]
         return f"solver={self.solver!r}, gradient={self.gradient!r}, parameters={names}"
+
+
+def _one_of(name: str, value: object, peer_key: str, peer_value: object) -> object:
+    """An argument that may also come as a cvxpylayers ``solver_args`` key: at most one of the two."""
+    if value is not None and peer_value is not None:
+        raise ValueError(f"Give either {name}= or solver_args[{peer_key!r}], not both.")
+    return value if value is not None else peer_value
 
 
 class _SolveFunction(torch.autograd.Function):

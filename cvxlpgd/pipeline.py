@@ -43,16 +43,18 @@ class LayerCall:
     method: GradientMethod
     on_failure: FailurePolicy
     executor: Executor | None
+    backward_executor: Executor | None = None  # None: the forward's
     parameter_names: tuple[str, ...] = ()  # the parameter of each entry of theta, for messages
+    warm_starts: list[Solution] | None = None  # by batch position, from an earlier call
     program: ProgramBatch | None = None
     bounds: list[tuple[int, int]] = field(default_factory=list)
     solved: list[SolvedChunk] = field(default_factory=list)
 
     stop: threading.Event = field(default_factory=threading.Event)
 
-    def _run(self, work, arguments: list[tuple]) -> list:
+    def _run(self, work, arguments: list[tuple], executor: Executor | None) -> list:
         """Run per-chunk work; on any interruption, chunks still running stop at their next solve."""
-        return run_chunks(work, arguments, self.executor, self.stop)
+        return run_chunks(work, arguments, executor, self.stop)
 
     @property
     def _chunk_solver(self) -> ConeSolver:
@@ -69,9 +71,11 @@ class LayerCall:
         self.bounds = chunk_bounds(program.batch_size, self.executor)
         keep = in_process(self.executor)
         solver = self._chunk_solver
+        warm = self.warm_starts or []
         self.solved = self._run(
             self.method.solve,
-            [(solver, program.slice(lo, hi), keep, differentiable) for lo, hi in self.bounds],
+            [(solver, program.slice(lo, hi), keep, differentiable, warm[lo:hi]) for lo, hi in self.bounds],
+            self.executor,
         )
         solutions = self.solutions
         self._check_statuses(solutions)
@@ -137,6 +141,7 @@ class LayerCall:
                 (solver, program.slice(lo, hi), solved, dx[lo:hi], None if dy is None else dy[lo:hi], lo)
                 for (lo, hi), solved in zip(self.bounds, self.solved, strict=True)
             ],
+            self.backward_executor or self.executor,
         )
         self.method.report(results, raise_errors=self.on_failure == "raise")
         grads = DataGradient.stack([g for r in results for g in r.grads], program.structure)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -110,10 +111,16 @@ def check_problem(
     given, needed = set(parameters), set(problem.parameters())
     if given - needed:
         names = sorted(p.name() for p in given - needed)
-        raise ValueError(f"Parameters {names} are not in the problem.")
+        raise ValueError(
+            f"Parameters {names} are not in the problem: the layer's parameters must exactly match "
+            "problem.parameters()."
+        )
     if needed - given:
         names = sorted(p.name() for p in needed - given)
-        raise ValueError(f"The problem's parameters {names} are missing from parameters.")
+        raise ValueError(
+            f"The problem's parameters {names} are missing from parameters: the layer's parameters "
+            "must exactly match problem.parameters()."
+        )
     primal = set(problem.variables())
     duals = {dv.id for con in problem.constraints for dv in con.dual_variables}
     if not variables:
@@ -124,7 +131,8 @@ def check_problem(
         if v not in primal and v.id not in duals:
             raise ValueError(
                 f"variables[{i}] ({v.name()!r}) is neither a variable of the problem nor the dual "
-                "variable (constraint.dual_variables[0]) of one of its constraints."
+                "variable (constraint.dual_variables[0]) of one of its constraints: variables must be "
+                "a subset of problem.variables() and of its constraints' dual variables."
             )
     if is_mixed_integer(problem):
         _check_mixed_integer(problem, variables, solver)
@@ -179,29 +187,48 @@ class Inputs:
 
 
 def _check_attributes(param: cp.Parameter, index: int, value: np.ndarray, batched: bool) -> None:
-    """Values must respect the parameter's declared attributes (nonneg, PSD, ...)."""
+    """Values must respect the parameter's declared attributes where a violation makes the conic
+    program wrong or non-convex (a negative ``nonneg``, a clearly indefinite ``PSD``); where it
+    stays well posed (0 for ``pos``, a slightly non-symmetric ``PSD``), warn with the fix."""
     attrs = param.attributes
     items = value if batched else value[None]
     scale = max(1.0, float(np.abs(items).max(initial=0.0)))
     tol = ATTRIBUTE_TOLERANCE * scale
 
+    def where(bad: np.ndarray) -> str:
+        return f" (batch item {int(np.flatnonzero(bad)[0])})" if batched else ""
+
     def fail(what: str, bad: np.ndarray) -> None:
-        where = f" (batch item {int(np.flatnonzero(bad)[0])})" if batched else ""
-        raise ValueError(f"{_describe(param, index)} is declared {what}, but its value is not{where}.")
+        raise ValueError(f"{_describe(param, index)} is declared {what}, but its value is not{where(bad)}.")
 
     flat = items.reshape(items.shape[0], -1)
     for attr, bad in (
         ("nonneg", (flat < -tol).any(axis=1)),
         ("nonpos", (flat > tol).any(axis=1)),
-        ("pos", (flat <= 0).any(axis=1)),
-        ("neg", (flat >= 0).any(axis=1)),
+        ("pos", (flat < 0).any(axis=1)),
+        ("neg", (flat > 0).any(axis=1)),
     ):
         if attrs.get(attr) and bad.any():
             fail(attr, bad)
+    for attr in ("pos", "neg"):
+        if attrs.get(attr) and (flat == 0).any():
+            warnings.warn(
+                f"{_describe(param, index)} is declared {attr}, but its value has exact zeros; the "
+                f"problem stays convex, so cvxlpgd solves it with them (declare it "
+                f"{'nonneg' if attr == 'pos' else 'nonpos'} to say so).",
+                UserWarning,
+                stacklevel=4,
+            )
     if any(attrs.get(a) for a in ("symmetric", "PSD", "NSD")):
         asym = np.abs(items - np.swapaxes(items, -1, -2)).reshape(items.shape[0], -1).max(axis=1) > tol
         if asym.any():
-            fail("symmetric", asym)
+            warnings.warn(
+                f"{_describe(param, index)} is declared {_symmetric_kind(attrs)}, but its value is not "
+                f"symmetric{where(asym)}; cvxlpgd uses its symmetric part (Q + Q')/2, and its gradient "
+                "is symmetric (cvxpylayers reads one triangle instead). Pass (Q + Q.mT) / 2 to be exact.",
+                UserWarning,
+                stacklevel=4,
+            )
         for attr, sign in (("PSD", 1.0), ("NSD", -1.0)):
             if attrs.get(attr):
                 sym = 0.5 * (items + np.swapaxes(items, -1, -2))
@@ -210,12 +237,17 @@ def _check_attributes(param: cp.Parameter, index: int, value: np.ndarray, batche
                     fail(attr, low < -tol)
 
 
+def _symmetric_kind(attrs: dict) -> str:
+    return next(a for a in ("PSD", "NSD", "symmetric") if attrs.get(a))
+
+
 def check_inputs(params: Sequence[object], parameters: Sequence[cp.Parameter]) -> Inputs:
     """Validate tensors against the layer's parameters and stack them for the batch."""
     if len(params) != len(parameters):
         raise ValueError(
             f"The layer takes {len(parameters)} parameter tensors "
-            f"({', '.join(repr(p.name()) for p in parameters)}), got {len(params)}."
+            f"({', '.join(repr(p.name()) for p in parameters)}), got {len(params)}. "
+            "A tensor must be provided for each CVXPY parameter."
         )
     tensors, batch_sizes = [], []
     for i, (value, param) in enumerate(zip(params, parameters, strict=True)):
@@ -245,13 +277,16 @@ def check_inputs(params: Sequence[object], parameters: Sequence[cp.Parameter]) -
         else:
             expected = ", ".join(map(str, ("batch", *shape)))
             raise ValueError(
-                f"{_describe(param, i)} expects shape {shape} or ({expected}); got {tuple(value.shape)}."
+                f"Invalid parameter shape: {_describe(param, i)} expects shape {shape} or ({expected}); "
+                f"got {tuple(value.shape)}."
             )
         tensors.append(value)
     sizes = {b for b in batch_sizes if b is not None}
     if len(sizes) > 1:
         detail = ", ".join(f"{p.name()!r}: {b}" for p, b in zip(parameters, batch_sizes, strict=True) if b)
-        raise ValueError(f"Batched parameters disagree on the batch size ({detail}).")
+        raise ValueError(
+            f"Inconsistent batch sizes: batched parameters disagree on the batch size ({detail})."
+        )
     batch = sizes.pop() if sizes else 1
     columns = []
     for i, (value, param, b) in enumerate(zip(tensors, parameters, batch_sizes, strict=True)):

@@ -71,9 +71,14 @@ class AdaptiveLPGD:
         return ConicForm(canon_solver=solver.name, quad_obj=True)
 
     def solve(
-        self, solver: ConeSolver, program: ProgramBatch, keep_state: bool, differentiable: bool
+        self,
+        solver: ConeSolver,
+        program: ProgramBatch,
+        keep_state: bool,
+        differentiable: bool,
+        warm_starts: list[Solution],
     ) -> SolvedChunk:
-        return solve_chunk(solver, program, keep_state)
+        return solve_chunk(solver, program, keep_state, warm_starts)
 
     def differentiate(
         self,

@@ -43,11 +43,17 @@ class GradientMethod(Protocol):
         ...
 
     def solve(
-        self, solver: ConeSolver, program: ProgramBatch, keep_state: bool, differentiable: bool
+        self,
+        solver: ConeSolver,
+        program: ProgramBatch,
+        keep_state: bool,
+        differentiable: bool,
+        warm_starts: list[Solution],
     ) -> SolvedChunk:
         """Solve every item of a chunk. ``keep_state``: the result stays in this process, so it
         may hold objects that do not pickle (solver workspaces); ``differentiable``: a backward
-        may follow (else no derivative work is due)."""
+        may follow (else no derivative work is due); ``warm_starts``: earlier solutions of the
+        chunk's first items, for solvers that can start from one (may be shorter, or empty)."""
         ...
 
     def differentiate(

@@ -70,14 +70,24 @@ class Implicit:
         return ConicForm(canon_solver="SCS", quad_obj=False)
 
     def solve(
-        self, solver: ConeSolver, program: ProgramBatch, keep_state: bool, differentiable: bool
+        self,
+        solver: ConeSolver,
+        program: ProgramBatch,
+        keep_state: bool,
+        differentiable: bool,
+        warm_starts: list[Solution],
     ) -> SolvedChunk:
-        """Solve each item through diffcp; the state is the items' adjoint derivatives."""
-        pairs = [self._solve_item(program.item(i), solver, differentiable) for i in range(program.batch_size)]
+        """Solve each item through diffcp; the state is the items' adjoint derivatives. diffcp
+        warm-starts SCS only."""
+        usable = [w if w.usable and solver.name == "SCS" else None for w in warm_starts]
+        pairs = [
+            self._solve_item(program.item(i), solver, differentiable, usable[i] if i < len(usable) else None)
+            for i in range(program.batch_size)
+        ]
         return SolvedChunk([p[0] for p in pairs], [p[1] for p in pairs])
 
     def _solve_item(
-        self, program: ConeProgram, solver: ConeSolver, differentiable: bool
+        self, program: ConeProgram, solver: ConeSolver, differentiable: bool, warm: Solution | None
     ) -> tuple[Solution, Any]:
         m, n = program.A.shape
         method = _DIFFCP_SOLVERS[solver.name]
@@ -91,6 +101,7 @@ class Implicit:
                 cone_dict(program.dims),
                 mode=mode,
                 solve_method=method,
+                warm_start=None if warm is None else (warm.x, warm.y, warm.s),
                 raise_on_error=False,
                 **solver.settings,
             )
@@ -101,6 +112,7 @@ class Implicit:
                 program.c,
                 cone_dict(program.dims),
                 solve_method=method,
+                warm_start=None if warm is None else (warm.x, warm.y, warm.s),
                 raise_on_error=False,
                 **solver.settings,
             )

@@ -61,9 +61,14 @@ class LPGD:
         return ConicForm(canon_solver=solver.name, quad_obj=True)
 
     def solve(
-        self, solver: ConeSolver, program: ProgramBatch, keep_state: bool, differentiable: bool
+        self,
+        solver: ConeSolver,
+        program: ProgramBatch,
+        keep_state: bool,
+        differentiable: bool,
+        warm_starts: list[Solution],
     ) -> SolvedChunk:
-        return solve_chunk(solver, program, keep_state)
+        return solve_chunk(solver, program, keep_state, warm_starts)
 
     def differentiate(
         self,
@@ -174,12 +179,22 @@ class LPGD:
 _HINT = "dependent equalities"
 
 
-def solve_chunk(solver: ConeSolver, program: ProgramBatch, keep_state: bool) -> SolvedChunk:
+def solve_chunk(
+    solver: ConeSolver, program: ProgramBatch, keep_state: bool, warm_starts: list[Solution]
+) -> SolvedChunk:
     """Solve a chunk's items in order, sharing one workspace where the backend reuses it. The
     workspace is kept (when allowed) for the re-solves, which have the same matrices."""
     workspace = {} if solver.reuses_workspace and program.shared_matrices else None
-    solutions = [solver.solve(program.item(i), workspace=workspace) for i in range(program.batch_size)]
+    solutions = [
+        solver.solve(program.item(i), warm_start=_usable(warm_starts, i), workspace=workspace)
+        for i in range(program.batch_size)
+    ]
     return SolvedChunk(solutions, workspace if keep_state else None)
+
+
+def _usable(warm_starts: list[Solution], i: int) -> Solution | None:
+    """Item ``i``'s warm start, if there is a usable one."""
+    return warm_starts[i] if i < len(warm_starts) and warm_starts[i].usable else None
 
 
 def resolve_workspace(

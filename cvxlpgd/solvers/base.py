@@ -34,7 +34,7 @@ class ConeSolver(Protocol):
 
 # Settings every backend understands under these names (each translates them to its own),
 # with the type each must have.
-COMMON_SETTING_TYPES: dict[str, type] = {"eps": float, "max_iters": int}
+COMMON_SETTING_TYPES: dict[str, type] = {"eps": float, "max_iters": int, "verbose": bool}
 
 
 def _check_range(solver: str, key: str, value: Any) -> None:

@@ -67,6 +67,8 @@ class ClarabelSolver:
                 self.settings.setdefault(key, common["eps"])
         if "max_iters" in common:
             self.settings.setdefault("max_iter", common["max_iters"])
+        if "verbose" in common:
+            self.settings.setdefault("verbose", common["verbose"])
 
     def _build(self, program: ConeProgram) -> clarabel.DefaultSolver:
         settings = clarabel.DefaultSettings()

@@ -110,6 +110,8 @@ class HighsSolver:
         if "max_iters" in common:
             for key in _ITERATION_LIMITS:
                 self.settings.setdefault(key, common["max_iters"])
+        if "verbose" in common:
+            self.settings.setdefault("output_flag", common["verbose"])
         self._options = tuple(sorted({**_BASE_OPTIONS, **self.settings}.items()))
         rejected = _rejected_option(self._options)
         if rejected is not None:

@@ -88,6 +88,8 @@ class ScsSolver:
             settings.setdefault("eps_rel", common["eps"])
         if "max_iters" in common:
             settings.setdefault("max_iters", common["max_iters"])
+        if "verbose" in common:
+            settings.setdefault("verbose", common["verbose"])
         base = {k: DEFAULTS[k] for k in ("eps_abs", "eps_rel", "max_iters", "verbose")}
         self.settings = {**base, **settings}
 
