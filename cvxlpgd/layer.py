@@ -92,7 +92,8 @@ class CvxpyLayer(torch.nn.Module):
         self._compiled: dict[ConicForm, CompiledProblem] = {}
         self._compiled_for(form, self.solver)
         self._warm_starts: dict[ConicForm, list[Solution]] = {}
-        self.last_statuses: list[str] = []
+        self.last_statuses: list[str] = []  # per item of the last call: the normalized status
+        self.last_iterations: list[int] = []  # and the solver's iteration count
 
     def compiled(self, gradient: GradientMethod | str | None = None) -> CompiledProblem:
         """The conic maps the layer uses with its (or the given) gradient method: to inspect the
@@ -163,6 +164,7 @@ class CvxpyLayer(torch.nn.Module):
             return outputs if self.dgp is None else self.dgp.exp_variables(outputs)
         finally:
             self.last_statuses = [s.status for s in call.solutions]
+            self.last_iterations = [s.iterations for s in call.solutions]
             if warm_start:
                 self._warm_starts[form] = call.solutions
 

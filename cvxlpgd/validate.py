@@ -276,8 +276,9 @@ def check_inputs(params: Sequence[object], parameters: Sequence[cp.Parameter]) -
             batch_sizes.append(int(value.shape[0]))
         else:
             expected = ", ".join(map(str, ("batch", *shape)))
+            kind = "shape" if value.dim() in (len(shape), len(shape) + 1) else "dimensionality"
             raise ValueError(
-                f"Invalid parameter shape: {_describe(param, i)} expects shape {shape} or ({expected}); "
+                f"Invalid parameter {kind}: {_describe(param, i)} expects shape {shape} or ({expected}); "
                 f"got {tuple(value.shape)}."
             )
         tensors.append(value)
