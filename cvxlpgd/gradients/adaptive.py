@@ -21,14 +21,14 @@ from cvxlpgd.errors import warn_user
 from cvxlpgd.gradients.base import ChunkGradient, SolvedChunk
 from cvxlpgd.gradients.lpgd import (
     LPGD,
+    Resolving,
     Side,
     _real,
     dependent_equalities,
     lpgd_item_gradient,
     resolve_workspace,
-    solve_chunk,
 )
-from cvxlpgd.program import ConeStructure, ConicForm, DataGradient, ProgramBatch
+from cvxlpgd.program import ConeStructure, DataGradient, ProgramBatch
 from cvxlpgd.solvers.base import ConeSolver
 
 # c_shift, b_shift -> the solution of the program with c + c_shift and b + b_shift
@@ -36,7 +36,7 @@ Shift = Callable[[np.ndarray, np.ndarray | None], Solution]
 
 
 @dataclass(frozen=True)
-class AdaptiveLPGD:
+class AdaptiveLPGD(Resolving):
     """Scale-free LPGD, the default of ``gradient="lpgd"``.
 
     For item i with forward solution z* and incoming gradients (dx, dy), the step is
@@ -66,19 +66,6 @@ class AdaptiveLPGD:
         object.__setattr__(self, "noise", _real("noise", self.noise, ">= 0", lambda t: t >= 0))
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise ValueError(f"AdaptiveLPGD retries must be an integer >= 0, got {self.retries!r}.")
-
-    def conic_form(self, solver: ConeSolver) -> ConicForm:
-        return ConicForm(canon_solver=solver.name, quad_obj=True)
-
-    def solve(
-        self,
-        solver: ConeSolver,
-        program: ProgramBatch,
-        keep_state: bool,
-        differentiable: bool,
-        warm_starts: list[Solution],
-    ) -> SolvedChunk:
-        return solve_chunk(solver, program, keep_state, warm_starts)
 
     def differentiate(
         self,

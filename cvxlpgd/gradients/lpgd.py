@@ -27,8 +27,26 @@ _MAX_LISTED = 5
 DEFAULT_TAU = 1.0
 
 
+class Resolving:
+    """What every LPGD variant shares: it only re-solves, so it takes the solver's own conic
+    conventions with a native ``P``, and its forward is a plain solve of each item."""
+
+    def conic_form(self, solver: ConeSolver) -> ConicForm:
+        return ConicForm(canon_solver=solver.name, quad_obj=True)
+
+    def solve(
+        self,
+        solver: ConeSolver,
+        program: ProgramBatch,
+        keep_state: bool,
+        differentiable: bool,
+        warm_starts: list[Solution],
+    ) -> SolvedChunk:
+        return solve_chunk(solver, program, keep_state, warm_starts)
+
+
 @dataclass(frozen=True)
-class LPGD:
+class LPGD(Resolving):
     """LPGD backward pass.
 
     tau:  size of the cost perturbation ``tau * dx`` (and ``tau * dy`` on ``b``). Small tau
@@ -55,20 +73,6 @@ class LPGD:
             raise ValueError(f"LPGD side must be one of {sorted(_SIGNS)}, got {self.side!r}.")
         if not isinstance(self.fallback, bool):
             raise TypeError(f"LPGD fallback must be True or False, got {self.fallback!r}.")
-
-    def conic_form(self, solver: ConeSolver) -> ConicForm:
-        """LPGD only re-solves, so it takes the solver's own conventions and keeps ``P``."""
-        return ConicForm(canon_solver=solver.name, quad_obj=True)
-
-    def solve(
-        self,
-        solver: ConeSolver,
-        program: ProgramBatch,
-        keep_state: bool,
-        differentiable: bool,
-        warm_starts: list[Solution],
-    ) -> SolvedChunk:
-        return solve_chunk(solver, program, keep_state, warm_starts)
 
     def differentiate(
         self,
