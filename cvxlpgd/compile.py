@@ -281,7 +281,7 @@ def compile_problem(
     """
     scope = scopes.quad_form_dpp_scope() if form.quad_obj else contextlib.nullcontext()
     with scope:
-        data, chain = problem_data(problem, form.canon_solver, {"use_quad_obj": form.quad_obj})
+        data, chain = problem_data(problem, form, {"use_quad_obj": form.quad_obj})
     param_prob = data[cp.settings.PARAM_PROB]
     dims = ConeDims.from_cvxpy(data["dims"])
     param_id_map = {k: v[0] for k, v in chain.compose_param_id_map().items()}

@@ -16,7 +16,7 @@ from cvxlpgd.dgp import LogLogForm
 from cvxlpgd.gradients import GradientMethod, resolve_gradient
 from cvxlpgd.pipeline import FAILURE_POLICIES, FailurePolicy, LayerCall
 from cvxlpgd.program import CompiledProblem, ConicForm
-from cvxlpgd.solvers import make_solver, solver_name
+from cvxlpgd.solvers import ConeSolver, make_solver, resolve_solver
 from cvxlpgd.validate import Inputs, check_executor, check_inputs, check_problem
 
 
@@ -32,7 +32,8 @@ class CvxpyLayer(torch.nn.Module):
         parameters: every ``cp.Parameter`` of the problem, in the order tensors are passed
             (kept as ``layer.cvxpy_parameters``; ``layer.parameters()`` is torch's, and empty).
         variables: the variables to output; a constraint's ``dual_variables[0]`` outputs its dual.
-        solver: ``"SCS"`` or ``"CLARABEL"`` (any case, or ``cp.SCS`` / ``cp.CLARABEL``).
+        solver: ``"SCS"``, ``"CLARABEL"`` or ``"HIGHS"`` (any case, or ``cp.SCS`` ...), or an
+            object implementing ``cvxlpgd.ConeSolver`` (a user's own backend, used with LPGD).
         gradient: ``"lpgd"`` (default, ``LPGD()``), an ``LPGD(tau, rho, side)``, ``"implicit"``
             or an ``Implicit(mode)``.
         solver_args: the solver's own settings, plus ``eps`` and ``max_iters``.
@@ -49,7 +50,7 @@ class CvxpyLayer(torch.nn.Module):
         parameters: list[cp.Parameter],
         variables: list[cp.Variable],
         *,
-        solver: str = "SCS",
+        solver: str | ConeSolver = "SCS",
         gradient: GradientMethod | str = "lpgd",
         solver_args: Mapping[str, Any] | None = None,
         on_failure: FailurePolicy = "raise",
@@ -60,7 +61,7 @@ class CvxpyLayer(torch.nn.Module):
         self.dgp = LogLogForm(problem, parameters, variables) if gp else None
         if self.dgp is not None:
             problem, parameters, variables = self.dgp.problem, self.dgp.parameters, self.dgp.variables
-        self.solver = solver_name(solver)
+        self.solver = resolve_solver(solver)
         self.gradient = resolve_gradient(gradient)
         self.solver_args = dict(solver_args or {})
         if on_failure not in FAILURE_POLICIES:

@@ -58,7 +58,7 @@ class LPGD:
 
     def conic_form(self, solver: ConeSolver) -> ConicForm:
         """LPGD only re-solves, so it takes the solver's own conventions and keeps ``P``."""
-        return ConicForm(canon_solver=solver.name, quad_obj=True)
+        return ConicForm(solver.canon_solver, quad_obj=True, cones=solver.cones, solver=solver.name)
 
     def solve(
         self, solver: ConeSolver, program: ProgramBatch, keep_state: bool, differentiable: bool
