@@ -94,10 +94,10 @@ def test_wrapper_gives_the_builtins_outputs_and_gradients_bitwise() -> None:
     gradient = LPGD(tau=1e-3, side="central")
     args = {"eps": 1e-9}
     counting = Counting()
-    outputs = [x, con.dual_variables[0]]
+    out = [x, con.dual_variables[0]]
     layers = {
-        "builtin": CvxpyLayer(problem, [q, h], outputs, solver="CLARABEL", gradient=gradient, solver_args=args),
-        "wrapper": CvxpyLayer(problem, [q, h], outputs, solver=counting.with_settings(args), gradient=gradient),
+        "builtin": CvxpyLayer(problem, [q, h], out, solver="CLARABEL", gradient=gradient, solver_args=args),
+        "wrapper": CvxpyLayer(problem, [q, h], out, solver=counting.with_settings(args), gradient=gradient),
     }
     (out_b, grad_b), (out_w, grad_w) = (_outputs_and_grads(lay, values, weights) for lay in layers.values())
     for ours, theirs in zip(out_w + grad_w, out_b + grad_b, strict=True):
