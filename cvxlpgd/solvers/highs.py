@@ -8,6 +8,8 @@ same item (kept in ``Solution.basis``), and the forward solves of a chunk from t
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,23 @@ from cvxlpgd.cone import (
 from cvxlpgd.solvers.base import Workspace, check_cones, check_settings, split_common, types_of
 from cvxlpgd.solvers.highs_bounds import BoundRows
 
+
+
+def _construct_once_quietly() -> None:
+    """HiGHS prints a banner to file descriptor 1 (past ``sys.stdout``, so into a notebook's
+    output too) the first time a process constructs a ``Highs``: do that once here, into /dev/null."""
+    sys.stdout.flush()
+    saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
+
+
+_construct_once_quietly()
 _DEFAULT_OPTIONS = highspy.HighsOptions()
 DEFAULTS: dict[str, Any] = {
     name: getattr(_DEFAULT_OPTIONS, name)
