@@ -32,7 +32,6 @@ from cvxlpgd.solvers.base import Workspace, check_cones, check_settings, split_c
 from cvxlpgd.solvers.highs_bounds import BoundRows
 
 
-
 def _construct_once_quietly() -> None:
     """HiGHS prints a banner to file descriptor 1 (past ``sys.stdout``, so into a notebook's
     output too) the first time a process constructs a ``Highs``: do that once here, into /dev/null."""
