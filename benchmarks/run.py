@@ -1,7 +1,8 @@
 """Entry point: ``python -m benchmarks.run [--quick] [--output PATH] [--no-scale] ...`` (``make bench``).
 
 Full run: problems a-e x {SCS, Clarabel} x batch {1, 16, 128}, then the scale sweep
-(10^3, 10^4, 10^5 variables), written to benchmarks/RESULTS.md and RESULTS.json.
+(10^3, 10^4, 10^5 variables), then HiGHS against both on the LPs (``benchmarks/highs.py``),
+written to benchmarks/RESULTS.md and RESULTS.json (HiGHS's table in the markdown only).
 ``--quick``: batches {1, 4}, one repeat, scale 10^3 only; prints the report (or writes --output).
 """
 
@@ -14,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import highs
 from benchmarks.problems import all_problems
 from benchmarks.report import render
 from benchmarks.scale import run_sweep
@@ -33,6 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--problems", nargs="*", help="subset of problem keys: lp qp sparsemax socp path")
     parser.add_argument("--solvers", nargs="*", default=["SCS", "CLARABEL"])
     parser.add_argument("--no-scale", action="store_true", help="skip the scale sweep")
+    parser.add_argument("--no-highs", action="store_true", help="skip HiGHS vs Clarabel and SCS on the LPs")
     parser.add_argument("--scale-solver", default="CLARABEL", help="solver of the scale sweep")
     parser.add_argument(
         "--call-budget",
@@ -66,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         else run_sweep(sizes, args.scale_solver.upper(), 240.0 if not args.quick else 60.0, log)
     )
 
+    highs_rows = [] if args.no_highs else highs.run(1 if args.quick else 3, log, args.quick)
+
     given = sys.argv[1:] if argv is None else argv
     command = "python -m benchmarks.run " + " ".join(given) if given else "make bench"
     meta = {
@@ -75,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
         "peer_note": peer_note,
     }
     text = render(rows, scale, {p.key: p.title for p in problems}, meta)
+    if highs_rows:
+        text += "\n" + highs.render(highs_rows)
     output = args.output or (None if args.quick else HERE / "RESULTS.md")
     if output is None:
         print(text)

@@ -284,9 +284,7 @@ def compile_problem(
     scope = scopes.quad_form_dpp_scope() if form.quad_obj else contextlib.nullcontext()
     with scope:
         try:
-            data, chain = problem_data(
-                problem, form.canon_solver, {"use_quad_obj": form.quad_obj}, canon_backend
-            )
+            data, chain = problem_data(problem, form, {"use_quad_obj": form.quad_obj}, canon_backend)
         except ValueError as error:
             if canon_backend is None or "backend" not in str(error).lower():
                 raise

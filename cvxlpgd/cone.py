@@ -19,6 +19,18 @@ ITERATION_LIMIT = "iteration_limit"
 SOLVER_ERROR = "solver_error"
 INTERRUPTED = "interrupted"  # the solver saw Ctrl-C (SIGINT): the call raises KeyboardInterrupt
 USABLE_STATUSES = frozenset({OPTIMAL, OPTIMAL_INACCURATE})
+STATUSES = USABLE_STATUSES | {INFEASIBLE, UNBOUNDED, ITERATION_LIMIT, SOLVER_ERROR, INTERRUPTED}
+
+
+# The kinds of cone, as ``ConeDims.kinds`` and a backend's ``cones`` name them.
+CONE_KINDS = {
+    "zero": "zero (equality)",
+    "nonneg": "nonnegative",
+    "soc": "second-order",
+    "psd": "positive semidefinite",
+    "exp": "exponential",
+    "power": "power",
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,19 @@ class ConeDims:
             + 3 * self.exp
             + 3 * len(self.power)
         )
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The kinds of cone present: a subset of ``CONE_KINDS``."""
+        sizes = {
+            "zero": self.zero,
+            "nonneg": self.nonneg,
+            "soc": len(self.soc),
+            "psd": len(self.psd),
+            "exp": self.exp,
+            "power": len(self.power),
+        }
+        return frozenset(kind for kind, size in sizes.items() if size)
 
     @classmethod
     def from_cvxpy(cls, dims) -> ConeDims:
@@ -69,7 +94,16 @@ class Integrality:
 
 @dataclass
 class ConeProgram:
-    """One conic program in SCS form; ``P`` is upper-triangular CSC or ``None``."""
+    """One conic program in SCS form, what a solver backend receives:
+
+        minimize 1/2 x'Px + c'x   s.t.   Ax + s = b,  s in K = dims
+
+    ``P`` is upper-triangular CSC or ``None`` (a linear objective); the rows of ``A`` and ``b``
+    take the cones in the order of ``ConeDims`` (zero cone first: ``A_i x = b_i``, then the
+    nonnegative cone: ``A_i x <= b_i``, ...). With ``integrality`` set, the columns it lists must
+    be integer and every column must lie within its ``lower`` / ``upper`` bounds, which are not
+    rows of ``A``. A backend must not modify the arrays it is given.
+    """
 
     A: sp.csc_array
     b: np.ndarray
@@ -81,7 +115,15 @@ class ConeProgram:
 
 @dataclass
 class Solution:
-    """A primal-dual point ``(x, y, s)`` with the normalized and the solver's own status."""
+    """A primal-dual point ``(x, y, s)`` with the normalized and the solver's own status.
+
+    What a backend returns: ``x`` (n,), ``s = b - Ax`` (m,) and the duals ``y`` (m,) in the dual
+    cone, with ``Px + A'y + c = 0`` at an optimum (``y >= 0`` on ``A_i x <= b_i``). ``status`` is
+    one of ``STATUSES``; with ``OPTIMAL`` or ``OPTIMAL_INACCURATE`` the point is used, otherwise
+    the item failed (its arrays are ignored). A backend that cannot compute duals may return
+    zeros for ``y`` when no parameter enters ``A`` or ``b`` and no dual is a layer output (LPGD
+    then uses ``x`` only); a mixed-integer solution always does.
+    """
 
     x: np.ndarray
     y: np.ndarray

@@ -1,8 +1,10 @@
-"""What compiling for HiGHS adds to the conic form: integer columns, and the checks on cones.
+"""What compiling adds for mixed-integer problems (integer columns) and for solvers that accept
+only some cones (the check).
 
-A continuous problem is canonicalized as for Clarabel (variable bounds stay rows of ``A``, so the
-conic program and its duals are the same for every solver). A mixed-integer problem can only be
-canonicalized for a MIP-capable solver: CVXPY then moves variable attributes (``nonneg``,
+A continuous problem is canonicalized as the solver's ``canon_solver`` asks (HiGHS: as for
+Clarabel, so variable bounds stay rows of ``A`` and the conic program and its duals are the same
+for every solver). A mixed-integer problem can only be canonicalized for a MIP-capable solver
+(HiGHS's conventions, whatever the backend): CVXPY then moves variable attributes (``nonneg``,
 ``bounds``, ``boolean``) out of ``A`` into column bounds, which the program must carry.
 """
 
@@ -12,8 +14,11 @@ import cvxpy as cp
 import numpy as np
 
 from cvxlpgd.cone import ConeDims, Integrality
-from cvxlpgd.solvers.highs import check_cones
+from cvxlpgd.program import ConicForm
+from cvxlpgd.solvers.base import check_cones
 
+# The CVXPY solver whose canonicalization mixed-integer problems take (column bounds out of A),
+# and the built-in backend that solves them.
 MIP_SOLVER = "HIGHS"
 
 
@@ -21,34 +26,33 @@ def is_mixed_integer(problem: cp.Problem) -> bool:
     return any(v.attributes.get("boolean") or v.attributes.get("integer") for v in problem.variables())
 
 
-def canonicalization_solver(problem: cp.Problem, solver: str) -> str:
-    """The CVXPY solver whose canonicalization ``compile_problem`` uses for ``solver``."""
-    if solver == MIP_SOLVER and not is_mixed_integer(problem):
-        return "CLARABEL"
-    return solver
+def canonicalization_solver(problem: cp.Problem, form: ConicForm) -> str:
+    """The CVXPY solver whose canonicalization ``compile_problem`` uses for ``form``."""
+    return MIP_SOLVER if is_mixed_integer(problem) else form.canon_solver
 
 
 def problem_data(
-    problem: cp.Problem, solver: str, solver_opts: dict, canon_backend: str | None = None
+    problem: cp.Problem, form: ConicForm, solver_opts: dict, canon_backend: str | None = None
 ) -> tuple[dict, object]:
-    """``problem.get_problem_data`` for ``solver``, with CVXPY's refusal of a non-linear MIP
-    turned into an error that names what HIGHS lacks."""
+    """``problem.get_problem_data`` for ``form``, with CVXPY's refusal of a non-linear MIP turned
+    into an error that names what is missing, and the cones checked against the solver's."""
+    mixed_integer = is_mixed_integer(problem)
     try:
         data, chain, _ = problem.get_problem_data(
-            solver=canonicalization_solver(problem, solver),
+            solver=canonicalization_solver(problem, form),
             solver_opts=solver_opts,
             canon_backend=canon_backend,
         )
     except cp.error.SolverError as error:
-        if solver != MIP_SOLVER:
+        if not mixed_integer:
             raise
         raise ValueError(
-            "HIGHS solves linear and mixed-integer linear programs only, and CVXPY cannot reduce this "
-            f"mixed-integer problem to one ({error}). Continuous problems with other cones can use "
-            "solver='SCS' or solver='CLARABEL'."
+            f"{form.solver or MIP_SOLVER} solves mixed-integer problems only when they are linear, and "
+            f"CVXPY cannot reduce this one to a mixed-integer LP ({error}). Continuous problems with "
+            "other cones can use solver='SCS' or solver='CLARABEL'."
         ) from error
-    if solver == MIP_SOLVER:
-        check_cones(ConeDims.from_cvxpy(data["dims"]))
+    if form.cones is not None:
+        check_cones(form.solver, form.cones, ConeDims.from_cvxpy(data["dims"]))
     return data, chain
 
 

@@ -18,7 +18,7 @@ from cvxlpgd.dgp import LogLogForm
 from cvxlpgd.gradients import GradientMethod, resolve_gradient
 from cvxlpgd.pipeline import FAILURE_POLICIES, FailurePolicy, LayerCall
 from cvxlpgd.program import CompiledProblem, ConicForm
-from cvxlpgd.solvers import make_solver, solver_name
+from cvxlpgd.solvers import ConeSolver, make_solver, resolve_solver
 from cvxlpgd.validate import Inputs, check_executor, check_inputs, check_problem
 
 
@@ -34,7 +34,8 @@ class CvxpyLayer(torch.nn.Module):
         parameters: every ``cp.Parameter`` of the problem, in the order tensors are passed
             (kept as ``layer.cvxpy_parameters``; ``layer.parameters()`` is torch's, and empty).
         variables: the variables to output; a constraint's ``dual_variables[0]`` outputs its dual.
-        solver: ``"SCS"`` (default), ``"CLARABEL"`` or ``"HIGHS"`` (any case, or ``cp.SCS``, ...).
+        solver: ``"SCS"`` (default), ``"CLARABEL"`` or ``"HIGHS"`` (any case, or ``cp.SCS``, ...),
+            or an object implementing ``cvxlpgd.ConeSolver`` (a user's own backend, used with LPGD).
         gp: ``True`` for a disciplined geometric program (log-log convex; see ``cvxlpgd.dgp``).
         verbose: let the solver print its progress.
         canon_backend: CVXPY's canonicalization backend (``None``: CVXPY's default).
@@ -56,7 +57,7 @@ class CvxpyLayer(torch.nn.Module):
         problem: cp.Problem,
         parameters: list[cp.Parameter],
         variables: list[cp.Variable],
-        solver: str | None = None,
+        solver: str | ConeSolver | None = None,
         gp: bool = False,
         verbose: bool = False,
         canon_backend: str | None = None,
@@ -73,7 +74,7 @@ class CvxpyLayer(torch.nn.Module):
             problem, parameters, variables = self.dgp.problem, self.dgp.parameters, self.dgp.variables
         chosen_solver = _one_of("solver", solver, "solve_method", peer.solver)
         chosen_gradient = _one_of("gradient", gradient, "mode", peer.gradient)
-        self.solver = solver_name("SCS" if chosen_solver is None else chosen_solver)
+        self.solver = resolve_solver("SCS" if chosen_solver is None else chosen_solver)
         self.gradient = resolve_gradient("lpgd" if chosen_gradient is None else chosen_gradient)
         self.solver_args = {**peer.settings, **({"verbose": True} if verbose else {})}
         if on_failure not in FAILURE_POLICIES:
@@ -137,7 +138,7 @@ class CvxpyLayer(torch.nn.Module):
         peer = split_peer_args(solver_args)
         chosen = _one_of("gradient", gradient, "mode", peer.gradient)
         method = self.gradient if chosen is None else resolve_gradient(chosen)
-        name = self.solver if peer.solver is None else solver_name(peer.solver)
+        name = self.solver if peer.solver is None else resolve_solver(peer.solver)
         solver = make_solver(name, {**self.solver_args, **peer.settings})
         inputs = check_inputs(params, self.cvxpy_parameters)
         form = method.conic_form(solver)

@@ -17,11 +17,14 @@ from cvxlpgd.cone import ConeDims, ConeProgram, Integrality
 
 @dataclass(frozen=True)
 class ConicForm:
-    """Which conic data a gradient method needs: CVXPY's conventions for ``canon_solver``, and
-    whether a quadratic objective stays a matrix ``P`` (else CVXPY rewrites it as a cone)."""
+    """Which conic data a gradient method needs: CVXPY's conventions for ``canon_solver`` (a
+    mixed-integer problem: HiGHS's), whether a quadratic objective stays a matrix ``P`` (else
+    CVXPY rewrites it as a cone), and the cones the solver ``solver`` accepts (None: all)."""
 
     canon_solver: str
     quad_obj: bool
+    cones: frozenset[str] | None = None
+    solver: str = ""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from cvxpy.atoms.quad_form import QuadForm
 from cvxpy.utilities import scopes
 
 from cvxlpgd.integrality import MIP_SOLVER, is_mixed_integer
+from cvxlpgd.solvers import SolverSpec, make_solver
 
 # Parameter values are accepted up to this relative asymmetry / negative eigenvalue, so that
 # finite-difference checks (which perturb one entry by ~1e-6) still go through.
@@ -72,7 +73,7 @@ def check_problem(
     parameters: object,
     variables: object,
     allow_param_quad_form: bool,
-    solver: str = "SCS",
+    solver: SolverSpec = "SCS",
 ) -> tuple[list[cp.Parameter], list[cp.Variable]]:
     """Validate the constructor arguments; return parameters and variables as lists."""
     if not isinstance(problem, cp.Problem):
@@ -139,16 +140,18 @@ def check_problem(
     return parameters, variables
 
 
-def _check_mixed_integer(problem: cp.Problem, variables: list[cp.Variable], solver: str) -> None:
-    """A mixed-integer layer: HIGHS (so LPGD: the implicit gradient rejects HIGHS), primal
-    outputs, parameters in the objective only."""
+def _check_mixed_integer(problem: cp.Problem, variables: list[cp.Variable], solver: SolverSpec) -> None:
+    """A mixed-integer layer: a solver that takes integrality (so LPGD: the implicit gradient
+    rejects HIGHS and user backends), primal outputs, parameters in the objective only."""
     names = sorted(
         v.name() for v in problem.variables() if v.attributes.get("boolean") or v.attributes.get("integer")
     )
-    if solver != MIP_SOLVER:
+    backend = make_solver(solver, None)
+    if not backend.mixed_integer:
         raise ValueError(
-            f"The problem has integer or boolean variables ({', '.join(names)}); {solver} solves convex "
-            f"problems only. Use solver='{MIP_SOLVER}' for mixed-integer linear programs."
+            f"The problem has integer or boolean variables ({', '.join(names)}); {backend.name} solves "
+            f"convex problems only. Use solver='{MIP_SOLVER}' for mixed-integer linear programs (or a "
+            "solver object with mixed_integer = True)."
         )
     duals = {dv.id: con for con in problem.constraints for dv in con.dual_variables}
     for i, v in enumerate(variables):

@@ -109,7 +109,7 @@ def test_lpgd_resolve_from_own_basis_takes_fewer_pivots() -> None:
     """The re-solve starts from the forward's basis of the same item: far fewer simplex
     iterations than the same perturbed program solved cold."""
     path = grid_shortest_path(12)
-    compiled = compile_problem(path.problem, [path.cost], [path.flow], ConicForm("HIGHS", quad_obj=True))
+    compiled = compile_problem(path.problem, [path.cost], [path.flow], ConicForm("CLARABEL", quad_obj=True))
     _, costs = shortest_path_data(4, path.cost.size, seed=3)
     batch = compiled.maps.apply(costs)
     solver, workspace = HighsSolver({}), {}

@@ -254,11 +254,12 @@ def test_large_batch_bounded_memory_and_nothing_retained(small_lp):
     assert torch.isfinite(x).all() and torch.isfinite(y).all()
     assert layer.last_statuses == ["optimal"] * batch
     assert peak < 500e6, f"peak traced memory {peak / 1e6:.0f} MB"
-    # nothing per item is kept by the layer after a no-grad call, except the status strings
+    # nothing per item is kept by the layer after a no-grad call, except statuses and iterations
     assert solutions_alive() == before
     held = [k for k, v in vars(layer).items() if isinstance(v, (list, tuple, dict)) and len(v) >= batch]
-    assert held == ["last_statuses"], held
+    assert held == ["last_statuses", "last_iterations"], held
     assert all(isinstance(s, str) for s in layer.last_statuses)
+    assert all(isinstance(k, int) for k in layer.last_iterations)
     # spot-check a few items against single solves
     for i in (0, 4321, batch - 1):
         xi, _ = layer(c[i], b[i])

@@ -32,7 +32,7 @@ class Resolving:
     conventions with a native ``P``, and its forward is a plain solve of each item."""
 
     def conic_form(self, solver: ConeSolver) -> ConicForm:
-        return ConicForm(canon_solver=solver.name, quad_obj=True)
+        return ConicForm(solver.canon_solver, quad_obj=True, cones=solver.cones, solver=solver.name)
 
     def solve(
         self,

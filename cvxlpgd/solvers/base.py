@@ -1,9 +1,5 @@
-"""The small protocol every solver backend implements, and the settings checks they share.
-
-A backend turns a ``ConeProgram`` into a ``Solution``. When the caller passes a ``workspace``
-(a dict it owns, used only for programs that share ``A``, ``P`` and the cones, and by one thread
-at a time), a backend whose ``reuses_workspace`` is true keeps its solver object there, with its
-factorization, and only updates ``b`` and ``c`` for the next program.
+"""The solver protocol every backend implements (public: a user may plug in their own), and the
+settings checks the built-in backends share.
 """
 
 from __future__ import annotations
@@ -14,15 +10,54 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from cvxlpgd.cone import ConeProgram, Solution
+from cvxlpgd.cone import CONE_KINDS, ConeDims, ConeProgram, Solution
 
 Workspace = dict
+ALL_CONES = frozenset(CONE_KINDS)
+# The CVXPY canonicalizations a backend may ask for. They differ only in how PSD cones are
+# vectorized (SCS: lower triangle; Clarabel: upper triangle, both scaled by sqrt 2 off the diagonal).
+CANON_SOLVERS = frozenset({"SCS", "CLARABEL"})
 
 
 class ConeSolver(Protocol):
+    """A solver backend: turns a ``ConeProgram`` into a ``Solution``.
+
+    The built-in backends (``"SCS"``, ``"CLARABEL"``, ``"HIGHS"``) implement it, and
+    ``CvxpyLayer(solver=...)`` also takes any object that does: a commercial solver, or a
+    combinatorial algorithm that solves the problem's LP exactly. Only LPGD can use such an
+    object (it needs nothing but ``solve``); the implicit gradient runs through diffcp's own solvers.
+
+    Attributes (a user's object needs ``name`` and ``solve``; the others default as shown):
+        name: how messages name the backend; not a built-in's name.
+        canon_solver: the CVXPY solver whose canonicalization the programs follow, ``"CLARABEL"``
+            (default) or ``"SCS"``; they differ only in the layout of PSD cones.
+        mixed_integer: whether it solves programs with ``integrality`` (default False). Mixed-integer
+            problems reach it as CVXPY canonicalizes them for HiGHS (variable bounds as column bounds).
+        cones: the kinds of cone it accepts, a subset of ``cvxlpgd.CONE_KINDS`` (default: all); a
+            problem that needs others is refused when the layer is built.
+        reuses_workspace: whether it keeps state in ``workspace`` (default False).
+        settings: its settings, for display (default empty).
+
+    ``solve(program, warm_start=None, workspace=None)`` returns the ``Solution`` of ``program``
+    (see ``Solution`` for what it must hold; a failure is a status, not an exception).
+    ``warm_start`` is the forward solution of the same batch item when LPGD re-solves a perturbed
+    program (same ``A``, changed ``b``, ``c`` and possibly ``P``); a backend may start from it or
+    ignore it. ``workspace``, when given, is a dict that one thread owns for a sequence of programs
+    with the same ``A``, ``P`` and cones: a backend may keep its model there and only update
+    ``b`` and ``c``. The same object serves all threads of a batch at once, so ``solve`` must keep
+    per-call state in ``workspace`` or on the stack, never on ``self`` unguarded.
+
+    ``solver_args`` reach a user's object through an optional ``with_settings(args)`` method that
+    returns a configured backend (the object itself stays as it is); without one, the layer uses
+    the object as is and refuses non-empty ``solver_args``.
+    """
+
     name: str
-    # Whether a workspace pays off across programs that share A and P (see each backend).
+    canon_solver: str
+    mixed_integer: bool
+    cones: frozenset[str]
     reuses_workspace: bool
+    settings: Mapping[str, Any]
 
     def solve(
         self,
@@ -30,6 +65,18 @@ class ConeSolver(Protocol):
         warm_start: Solution | None = None,
         workspace: Workspace | None = None,
     ) -> Solution: ...
+
+
+def check_cones(solver: str, accepted: frozenset[str], dims: ConeDims) -> None:
+    """Refuse a program that needs cones the backend does not accept, naming both."""
+    missing = sorted(dims.kinds - accepted, key=list(CONE_KINDS).index)
+    if missing:
+        takes = ", ".join(CONE_KINDS[k] for k in CONE_KINDS if k in accepted)
+        needs = " and ".join(CONE_KINDS[k] for k in missing)
+        raise ValueError(
+            f"{solver} accepts only {takes} cones, but this problem needs {needs} cones; "
+            "use solver='SCS' or solver='CLARABEL'."
+        )
 
 
 # Settings every backend understands under these names (each translates them to its own),

@@ -20,7 +20,7 @@ from cvxlpgd.cone import (
     ConeProgram,
     Solution,
 )
-from cvxlpgd.solvers.base import Workspace, check_settings, split_common, types_of
+from cvxlpgd.solvers.base import ALL_CONES, Workspace, check_settings, split_common, types_of
 
 _DEFAULT_SETTINGS = clarabel.DefaultSettings()
 DEFAULTS: dict[str, Any] = {
@@ -56,6 +56,9 @@ def cones(dims: ConeDims) -> list:
 
 class ClarabelSolver:
     name = "CLARABEL"
+    canon_solver = "CLARABEL"
+    mixed_integer = False
+    cones = ALL_CONES
     # Keeps its symbolic analysis and factorization pattern: measured 1.3-1.9x faster solves.
     reuses_workspace = True
 

@@ -8,6 +8,8 @@ same item (kept in ``Solution.basis``), and the forward solves of a chunk from t
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,13 +25,28 @@ from cvxlpgd.cone import (
     OPTIMAL_INACCURATE,
     SOLVER_ERROR,
     UNBOUNDED,
-    ConeDims,
     ConeProgram,
     Solution,
 )
-from cvxlpgd.solvers.base import Workspace, check_settings, split_common, types_of
+from cvxlpgd.solvers.base import Workspace, check_cones, check_settings, split_common, types_of
 from cvxlpgd.solvers.highs_bounds import BoundRows
 
+
+def _construct_once_quietly() -> None:
+    """HiGHS prints a banner to file descriptor 1 (past ``sys.stdout``, so into a notebook's
+    output too) the first time a process constructs a ``Highs``: do that once here, into /dev/null."""
+    sys.stdout.flush()
+    saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
+
+
+_construct_once_quietly()
 _DEFAULT_OPTIONS = highspy.HighsOptions()
 DEFAULTS: dict[str, Any] = {
     name: getattr(_DEFAULT_OPTIONS, name)
@@ -45,6 +62,12 @@ _TOLERANCES = (
     "mip_feasibility_tolerance",
 )
 _ITERATION_LIMITS = ("simplex_iteration_limit", "ipm_iteration_limit", "qp_iteration_limit")
+# HiGHS's simplex_strategy values. A basis that was optimal stays primal feasible when only the
+# costs change (the forward solves of a chunk, LPGD's re-solves for a cost parameter) and dual
+# feasible when only b changes, so the solve continues with the simplex that keeps it feasible
+# (12 x 12 grid shortest path, forward from the previous item's basis: 82 primal pivots, 104 dual,
+# 3x less time).
+_PRIMAL, _DUAL = 4, 1
 
 _Status = highspy.HighsModelStatus
 _STATUS = {
@@ -69,22 +92,6 @@ _LIMITS = frozenset(
 )
 
 
-def check_cones(dims: ConeDims) -> None:
-    """HiGHS is a linear solver: zero and nonnegative cones only."""
-    present = {
-        "second-order": bool(dims.soc),
-        "positive semidefinite": bool(dims.psd),
-        "exponential": bool(dims.exp),
-        "power": bool(dims.power),
-    }
-    other = [name for name, used in present.items() if used]
-    if other:
-        raise ValueError(
-            f"HIGHS solves linear and mixed-integer linear programs only, but this problem needs "
-            f"{' and '.join(other)} cones; use solver='SCS' or solver='CLARABEL'."
-        )
-
-
 @functools.lru_cache(maxsize=64)
 def _rejected_option(options: tuple[tuple[str, Any], ...]) -> str | None:
     """The first option HiGHS refuses (out of range, unknown string value), tried once per set."""
@@ -97,6 +104,11 @@ def _rejected_option(options: tuple[tuple[str, Any], ...]) -> str | None:
 
 class HighsSolver:
     name = "HIGHS"
+    # Continuous problems are canonicalized as for Clarabel (bounds stay rows of A, so the program
+    # and its duals are the same for every solver); mixed-integer ones as CVXPY does for HiGHS.
+    canon_solver = "CLARABEL"
+    mixed_integer = True
+    cones = frozenset({"zero", "nonneg"})
     # Keeps the model and its basis: the next program starts from the last vertex.
     reuses_workspace = True
 
@@ -118,7 +130,7 @@ class HighsSolver:
             raise ValueError(f"HIGHS rejected the setting {rejected} (out of range or not an allowed value).")
 
     def _build(self, program: ConeProgram) -> _Model:
-        check_cones(program.dims)
+        check_cones(self.name, self.cones, program.dims)
         highs = highspy.Highs()
         for key, value in self._options:
             highs.setOptionValue(key, value)
@@ -142,6 +154,7 @@ class HighsSolver:
         lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
         lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = A.indptr, A.indices, A.data
         highs.passModel(lp)
+        model.c, model.b = program.c.copy(), program.b.copy()
         if program.P is not None:
             if integrality is not None:
                 raise ValueError(
@@ -168,10 +181,14 @@ class HighsSolver:
                 workspace["highs"] = model
         highs, n = model.highs, program.c.size
         mixed_integer = program.integrality is not None
-        if warm_start is not None and warm_start.basis is not None and not mixed_integer:
-            highs.setBasis(warm_start.basis)
+        start = model.start
+        if warm_start is not None and isinstance(warm_start.basis, _Start) and not mixed_integer:
+            start = warm_start.basis
+            highs.setBasis(start.basis)
         elif warm_start is not None and mixed_integer and warm_start.usable:
             highs.setSolution(n, _indices(n), warm_start.x)
+        if start is not None and "simplex_strategy" not in self.settings:
+            highs.setOptionValue("simplex_strategy", _PRIMAL if np.array_equal(start.b, program.b) else _DUAL)
         highs.run()
         return model.solution(program)
 
@@ -180,6 +197,15 @@ class HighsSolver:
 def _indices(k: int) -> np.ndarray:
     """0..k-1 as HiGHS's index type, for changing every cost or bound at once."""
     return np.arange(k, dtype=np.int32)
+
+
+@dataclass(frozen=True)
+class _Start:
+    """A final simplex basis (``Solution.basis`` of a HiGHS LP solve) and the right-hand side
+    it was optimal for, which decides the simplex that a re-solve from it continues with."""
+
+    basis: highspy.HighsBasis
+    b: np.ndarray
 
 
 @dataclass
@@ -191,6 +217,9 @@ class _Model:
     bounds: BoundRows
     lower: np.ndarray  # column bounds that are not rows of A (mixed-integer problems)
     upper: np.ndarray
+    start: _Start | None = None  # the basis HiGHS holds after the last LP solve
+    c: np.ndarray | None = None  # the costs and right-hand side it holds
+    b: np.ndarray | None = None
 
     def row_bounds(self, program: ConeProgram) -> tuple[np.ndarray, np.ndarray]:
         """Zero-cone rows are equalities ``A_i x = b_i``, nonnegative-cone rows ``A_i x <= b_i``."""
@@ -203,10 +232,16 @@ class _Model:
         return self.bounds.column_bounds(program.b, self.lower, self.upper)
 
     def update(self, program: ConeProgram) -> None:
+        """Change what differs from the program HiGHS holds (an LPGD re-solve of a cost
+        parameter keeps ``b``: HiGHS then keeps its bounds and their factorization)."""
         n, rows = program.c.size, self.bounds.kept.size
-        self.highs.changeColsCost(n, _indices(n), program.c)
-        self.highs.changeRowsBounds(rows, _indices(rows), *self.row_bounds(program))
-        self.highs.changeColsBounds(n, _indices(n), *self.column_bounds(program))
+        if not np.array_equal(program.c, self.c):
+            self.highs.changeColsCost(n, _indices(n), program.c)
+            self.c = program.c.copy()
+        if not np.array_equal(program.b, self.b):
+            self.highs.changeRowsBounds(rows, _indices(rows), *self.row_bounds(program))
+            self.highs.changeColsBounds(n, _indices(n), *self.column_bounds(program))
+            self.b = program.b.copy()
 
     def solution(self, program: ConeProgram) -> Solution:
         highs = self.highs
@@ -220,6 +255,7 @@ class _Model:
             status = _STATUS.get(raw, SOLVER_ERROR)
         m, n = program.A.shape
         x, y, s, basis = np.full(n, np.nan), np.full(m, np.nan), np.full(m, np.nan), None
+        self.start = None  # until an optimal LP basis says otherwise
         if status in (OPTIMAL, OPTIMAL_INACCURATE):
             result = highs.getSolution()
             x = np.array(result.col_value)
@@ -232,7 +268,7 @@ class _Model:
                 y[self.bounds.kept] = -np.array(result.row_dual)
                 lower, upper = self.column_bounds(program)
                 y[self.bounds.rows] = self.bounds.duals(program.b, lower, upper, np.array(result.col_dual))
-                basis = highs.getBasis()
+                basis = self.start = _Start(highs.getBasis(), program.b.copy())
         iterations = info.simplex_iteration_count + info.qp_iteration_count + info.ipm_iteration_count
         return Solution(
             x=x,

@@ -20,7 +20,7 @@ from cvxlpgd.cone import (
     ConeProgram,
     Solution,
 )
-from cvxlpgd.solvers.base import Workspace, check_settings, split_common, types_of
+from cvxlpgd.solvers.base import ALL_CONES, Workspace, check_settings, split_common, types_of
 
 # Defaults, which also define the accepted names and types (SCS 3.x settings).
 DEFAULTS: dict[str, Any] = {
@@ -75,6 +75,9 @@ def cone_dict(dims: ConeDims) -> dict[str, Any]:
 
 class ScsSolver:
     name = "SCS"
+    canon_solver = "SCS"
+    mixed_integer = False
+    cones = ALL_CONES
     # SCS adapts its step scale during a solve and keeps it: a workspace that has solved once
     # needs 2-3x the iterations on the next program, even the same item perturbed (dense LP:
     # 525 vs 225 fresh), which costs more than the setup it saves. So every solve is fresh.
