@@ -41,7 +41,7 @@ CANDIDATES: dict[str, AdaptiveLPGD | LPGD] = {
     "hybrid (default)": AdaptiveLPGD(),
 }
 # Sensitivity of the LP behaviour to the large step (used by the dfl part only).
-LARGE_STEPS = {f"hybrid, large={r:g}": AdaptiveLPGD(large=r) for r in (0.3, 1.5, 2.0, 3.0)}
+LARGE_STEPS = {f"hybrid, large={r:g}": AdaptiveLPGD(large=r) for r in (0.3, 1.0, 2.0, 3.0)}
 TIGHT = {"CLARABEL": {"eps": 1e-12}, "SCS": {"eps": 1e-11, "max_iters": 200_000}}
 Table = list[dict[str, object]]
 

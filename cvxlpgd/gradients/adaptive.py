@@ -45,7 +45,9 @@ class AdaptiveLPGD(Resolving):
     differ from the true ones by ``rel`` times their size, whatever the scale of the loss.
 
     small:   the relative step of the near-exact derivative (central LPGD, rho = 0).
-    large:   the relative step for the blocks the small step leaves degenerate (None: never):
+    large:   the relative step for the blocks the small step leaves degenerate (None: never;
+             1.5 from benchmarks/DEFAULT_GRADIENT.md, a compromise between small data, which
+             favours larger steps, and large data, which favours smaller ones):
              the costs ``c``, ``P`` (degenerate when ``x`` does not move, or the program is an
              LP), the right-hand side ``b`` (when ``y`` does not move, or an LP with dual
              outputs) and ``A`` (when neither moves); only blocks that parameters enter count.
@@ -55,7 +57,7 @@ class AdaptiveLPGD(Resolving):
     """
 
     small: float = 1e-3
-    large: float | None = 1.0
+    large: float | None = 1.5
     noise: float = 1e-6
     retries: int = 3
 
