@@ -38,8 +38,10 @@ class CvxpyLayer(torch.nn.Module):
         solver_args: the solver's own settings, plus ``eps`` and ``max_iters``.
         on_failure: ``"raise"`` (default) or ``"nan"``: failed items give NaN outputs and zero
             gradient, the rest of the batch is unaffected.
-        executor: a ``concurrent.futures.Executor`` for the per-item solves; default: a
-            thread pool with one worker per core.
+        executor: a ``concurrent.futures.Executor`` for the per-item solves: threads, processes
+            (``ProcessPoolExecutor``, loky) or a cluster (Dask's ``client.get_executor()``,
+            ``cvxlpgd.executors.RayExecutor``); default: a thread pool with one worker per core.
+        chunks: how many pieces a batch is cut into; default: one per worker of the executor.
         gp: ``True`` for a disciplined geometric program (log-log convex; see ``cvxlpgd.dgp``).
     """
 
@@ -54,6 +56,7 @@ class CvxpyLayer(torch.nn.Module):
         solver_args: Mapping[str, Any] | None = None,
         on_failure: FailurePolicy = "raise",
         executor: Executor | None = None,
+        chunks: int | None = None,
         gp: bool = False,
     ) -> None:
         super().__init__()
@@ -66,7 +69,7 @@ class CvxpyLayer(torch.nn.Module):
         if on_failure not in FAILURE_POLICIES:
             raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}.")
         self.on_failure = on_failure
-        self.executor = check_executor(executor)
+        self.executor, self.chunks = check_executor(executor, chunks), chunks
         self.problem = problem
         form = self.gradient.conic_form(make_solver(self.solver, self.solver_args))  # validates settings
         self.cvxpy_parameters, self.variables = check_problem(
@@ -116,6 +119,7 @@ class CvxpyLayer(torch.nn.Module):
             method=method,
             on_failure=self.on_failure,
             executor=self.executor or default_executor(),
+            chunks=self.chunks,
             parameter_names=tuple(name for p in self.cvxpy_parameters for name in [p.name()] * p.size),
         )
         # Decided here: inside the Function's forward, grad mode is always off.

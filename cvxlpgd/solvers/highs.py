@@ -167,11 +167,40 @@ class HighsSolver:
         highs, n = model.highs, program.c.size
         mixed_integer = program.integrality is not None
         if warm_start is not None and warm_start.basis is not None and not mixed_integer:
-            highs.setBasis(warm_start.basis)
+            highs.setBasis(warm_start.basis.highs)
         elif warm_start is not None and mixed_integer and warm_start.usable:
             highs.setSolution(n, _indices(n), warm_start.x)
         highs.run()
         return model.solution(program)
+
+
+class Basis:
+    """A HiGHS basis that pickles, so that a forward solve's basis can travel to the worker that
+    runs the item's re-solves: highspy's ``HighsBasis`` does not pickle, so it travels as its
+    status codes (and is rebuilt there); in this process it is used as it is, at no cost."""
+
+    __slots__ = ("highs",)
+
+    def __init__(self, highs: highspy.HighsBasis):
+        self.highs = highs
+
+    def __reduce__(self) -> tuple:
+        b = self.highs
+        codes = [
+            np.array([int(status) for status in statuses], dtype=np.int8)
+            for statuses in (b.col_status, b.row_status)
+        ]
+        return Basis._from_codes, (*codes, b.valid, b.alien, b.was_alien)
+
+    @staticmethod
+    def _from_codes(
+        columns: np.ndarray, rows: np.ndarray, valid: bool, alien: bool, was_alien: bool
+    ) -> Basis:
+        basis = highspy.HighsBasis()
+        basis.col_status = [highspy.HighsBasisStatus(int(code)) for code in columns]
+        basis.row_status = [highspy.HighsBasisStatus(int(code)) for code in rows]
+        basis.valid, basis.alien, basis.was_alien = valid, alien, was_alien
+        return Basis(basis)
 
 
 @functools.lru_cache(maxsize=32)
@@ -230,7 +259,7 @@ class _Model:
                 y[self.bounds.kept] = -np.array(result.row_dual)
                 lower, upper = self.column_bounds(program)
                 y[self.bounds.rows] = self.bounds.duals(program.b, lower, upper, np.array(result.col_dual))
-                basis = highs.getBasis()
+                basis = Basis(highs.getBasis())
         iterations = info.simplex_iteration_count + info.qp_iteration_count + info.ipm_iteration_count
         return Solution(
             x=x,
