@@ -16,6 +16,7 @@ from cvxlpgd.dgp import LogLogForm
 from cvxlpgd.gradients import GradientMethod, resolve_gradient
 from cvxlpgd.pipeline import FAILURE_POLICIES, FailurePolicy, LayerCall
 from cvxlpgd.program import CompiledProblem, ConicForm
+from cvxlpgd.ranks import warn_if_ranks_share_cores
 from cvxlpgd.solvers import make_solver, solver_name
 from cvxlpgd.validate import Inputs, check_executor, check_inputs, check_problem
 
@@ -113,6 +114,8 @@ class CvxpyLayer(torch.nn.Module):
         method = self.gradient if gradient is None else resolve_gradient(gradient)
         solver = make_solver(self.solver, {**self.solver_args, **(solver_args or {})})
         inputs = check_inputs(params, self.cvxpy_parameters)
+        if self.executor is None:
+            warn_if_ranks_share_cores()
         call = LayerCall(
             compiled=self._compiled_for(method.conic_form(solver)),
             solver=solver,
