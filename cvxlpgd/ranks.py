@@ -8,9 +8,10 @@ get its share: ``executor=ThreadPoolExecutor(max(1, os.cpu_count() // ranks_per_
 from __future__ import annotations
 
 import os
-import warnings
 
 import torch
+
+from cvxlpgd.errors import warn_at_caller
 
 _warned = False
 
@@ -25,10 +26,10 @@ def warn_if_ranks_share_cores() -> None:
     if ranks > 1:
         _warned = True
         cores = os.cpu_count() or 1
-        warnings.warn(
-            f"{ranks} torch.distributed ranks on this machine each start cvxlpgd's default pool of "
-            f"{cores} threads, {ranks * cores} threads on {cores} cores. Give each rank its share: "
-            f"CvxpyLayer(..., executor=ThreadPoolExecutor(max_workers={max(1, cores // ranks)})).",
-            RuntimeWarning,
-            stacklevel=3,
+        warn_at_caller(
+            RuntimeWarning(
+                f"{ranks} torch.distributed ranks on this machine each start cvxlpgd's default pool of "
+                f"{cores} threads, {ranks * cores} threads on {cores} cores. Give each rank its share: "
+                f"CvxpyLayer(..., executor=ThreadPoolExecutor(max_workers={max(1, cores // ranks)}))."
+            )
         )
