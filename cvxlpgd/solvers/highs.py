@@ -174,6 +174,11 @@ class HighsSolver:
         return model.solution(program)
 
 
+# Basis status codes and back, by table: converting each status through int() costs 10x more.
+_STATUSES = tuple(highspy.HighsBasisStatus.__members__.values())
+_CODES = {status: code for code, status in enumerate(_STATUSES)}
+
+
 class Basis:
     """A HiGHS basis that pickles, so that a forward solve's basis can travel to the worker that
     runs the item's re-solves: highspy's ``HighsBasis`` does not pickle, so it travels as its
@@ -186,19 +191,14 @@ class Basis:
 
     def __reduce__(self) -> tuple:
         b = self.highs
-        codes = [
-            np.array([int(status) for status in statuses], dtype=np.int8)
-            for statuses in (b.col_status, b.row_status)
-        ]
+        codes = [bytes(_CODES[status] for status in statuses) for statuses in (b.col_status, b.row_status)]
         return Basis._from_codes, (*codes, b.valid, b.alien, b.was_alien)
 
     @staticmethod
-    def _from_codes(
-        columns: np.ndarray, rows: np.ndarray, valid: bool, alien: bool, was_alien: bool
-    ) -> Basis:
+    def _from_codes(columns: bytes, rows: bytes, valid: bool, alien: bool, was_alien: bool) -> Basis:
         basis = highspy.HighsBasis()
-        basis.col_status = [highspy.HighsBasisStatus(int(code)) for code in columns]
-        basis.row_status = [highspy.HighsBasisStatus(int(code)) for code in rows]
+        basis.col_status = [_STATUSES[code] for code in columns]
+        basis.row_status = [_STATUSES[code] for code in rows]
         basis.valid, basis.alien, basis.was_alien = valid, alien, was_alien
         return Basis(basis)
 
