@@ -1,9 +1,11 @@
 """Split a batch into contiguous chunks and run per-chunk work on an executor.
 
-SCS and Clarabel release the GIL while they solve, so a thread pool gives real parallelism.
-One chunk per worker keeps the per-task overhead small; the items of a chunk run in order in
-one task, so per-chunk state (a solver workspace) is never used by two threads at once, and a
-given batch always meets it in the same order (bitwise reproducible results).
+SCS and Clarabel release the GIL while they solve, so a thread pool gives real parallelism;
+executors whose workers are other processes or machines (process pools, loky, Dask, Ray) get
+the same chunks, pickled. One chunk per worker (as many as the executor runs at once) keeps the
+per-task overhead small; the items of a chunk run in order in one task, so per-chunk state (a
+solver workspace) is never used by two threads at once, and a given batch always meets it in
+the same order (bitwise reproducible results, on any executor with as many workers).
 
 The calling thread works too: it takes chunks that no worker has started yet. So a layer called
 from a task of its own executor (a saturated pool whose workers all wait on layers) cannot
@@ -14,6 +16,7 @@ the rest.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -52,11 +55,32 @@ def _forget_pools() -> None:
 os.register_at_fork(after_in_child=_forget_pools)
 
 
-def chunk_bounds(batch_size: int, executor: Executor | None) -> list[tuple[int, int]]:
-    """Contiguous ``(start, stop)`` item ranges, one per worker (fixed for a given executor)."""
-    chunks = 1
-    if executor is not None and batch_size > 1:
-        chunks = min(batch_size, getattr(executor, "_max_workers", None) or os.cpu_count() or 1)
+def worker_count(executor: Executor) -> int | None:
+    """How many tasks ``executor`` runs at once, or None when it does not say.
+
+    Read from the executor, never from this machine's core count: a process pool or a cluster
+    has as many workers as it was given. Where a library has a public way to ask, that is used
+    (Dask: the client's ``nthreads()``; an executor of one's own may expose ``max_workers``).
+    The standard pools and loky's have none; they keep the ``max_workers`` they were built with
+    (or their documented default) in ``_max_workers``, which is read instead. Dask's
+    ``ClientExecutor`` likewise keeps its client only as ``_client``.
+    """
+    count = getattr(executor, "max_workers", None)
+    if count is None and _is_dask(executor):
+        count = sum(executor._client.nthreads().values())
+    if count is None:
+        count = getattr(executor, "_max_workers", None)
+    return count if isinstance(count, int) else None
+
+
+def _is_dask(executor: Executor) -> bool:
+    module = sys.modules.get("distributed.cfexecutor")  # imported by whoever made the executor
+    return module is not None and isinstance(executor, module.ClientExecutor)
+
+
+def chunk_bounds(batch_size: int, chunks: int) -> list[tuple[int, int]]:
+    """``chunks`` contiguous ``(start, stop)`` item ranges (fewer if the batch is smaller)."""
+    chunks = max(1, min(batch_size, chunks))
     edges = [batch_size * k // chunks for k in range(chunks + 1)]
     return list(zip(edges[:-1], edges[1:], strict=True))
 
@@ -107,7 +131,7 @@ def run_chunks(
     if executor is None or len(arguments) == 1:
         return [work(*args) for args in arguments]
     if not in_process(executor):
-        return [future.result() for future in [_submit(executor, work, args) for args in arguments]]
+        return _run_elsewhere(work, arguments, executor)
     chunks = _Chunks(work, arguments)
     helpers = [_submit(executor, chunks.run_next, ()) for _ in range(len(arguments) - 1)]
     try:
@@ -128,6 +152,20 @@ def run_chunks(
             raise next(r for r in reasons if r is not None and not isinstance(r, Abandoned)) from None
         raise
     return chunks.results
+
+
+def _run_elsewhere(
+    work: Callable[..., T], arguments: Sequence[tuple[Any, ...]], executor: Executor
+) -> list[T]:
+    """One task per chunk on workers in other processes or machines; everything is pickled
+    there and back. On any exception (Ctrl-C included) the tasks not yet started are cancelled."""
+    futures = [_submit(executor, work, args) for args in arguments]
+    try:
+        return [future.result() for future in futures]
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
 
 
 class Abandoned(Exception):

@@ -13,12 +13,10 @@ import warnings
 from collections.abc import Mapping
 
 import diffcp
-import torch
 
-_INTERNAL_PREFIXES = (
-    os.path.dirname(os.path.abspath(__file__)) + os.sep,
-    os.path.dirname(os.path.abspath(torch.__file__)) + os.sep,
-)
+
+def _package_dir(file: str) -> str:
+    return os.path.dirname(os.path.abspath(file)) + os.sep
 
 
 class SolverError(RuntimeError, diffcp.SolverError):
@@ -60,9 +58,16 @@ class SolverWarning(UserWarning):
 
 
 def warn_user(message: str, statuses: Mapping[object, str]) -> None:
-    """Warn with a ``SolverWarning``, attributed to the first caller outside cvxlpgd and torch,
-    so that the reported file and line are the user's (the stack depth through torch varies)."""
+    """Warn with a ``SolverWarning``, attributed to the user's line (see ``warn_at_caller``)."""
+    warn_at_caller(SolverWarning(message, statuses))
+
+
+def warn_at_caller(warning: Warning) -> None:
+    """Warn, attributed to the first caller outside cvxlpgd and torch, so that the reported file
+    and line are the user's (the stack depth through torch varies)."""
+    # torch's directory is read from the loaded module: worker processes never import torch.
+    internal = tuple(_package_dir(m.__file__) for m in (sys.modules[__name__], sys.modules.get("torch")) if m)
     frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL_PREFIXES):
+    while frame is not None and frame.f_code.co_filename.startswith(internal):
         frame, level = frame.f_back, level + 1
-    warnings.warn(SolverWarning(message, statuses), stacklevel=level + 1)
+    warnings.warn(warning, stacklevel=level + 1)

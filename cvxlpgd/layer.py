@@ -18,6 +18,7 @@ from cvxlpgd.dgp import LogLogForm
 from cvxlpgd.gradients import GradientMethod, resolve_gradient
 from cvxlpgd.pipeline import FAILURE_POLICIES, FailurePolicy, LayerCall
 from cvxlpgd.program import CompiledProblem, ConicForm
+from cvxlpgd.ranks import warn_if_ranks_share_cores
 from cvxlpgd.solvers import ConeSolver, make_solver, resolve_solver
 from cvxlpgd.validate import Inputs, check_executor, check_inputs, check_problem
 
@@ -48,8 +49,10 @@ class CvxpyLayer(torch.nn.Module):
             explicit ``LPGD(tau, rho, side)``, ``"implicit"`` or an ``Implicit(mode)``.
         on_failure: ``"raise"`` (default) or ``"nan"``: failed items give NaN outputs and zero
             gradient, the rest of the batch is unaffected.
-        executor: a ``concurrent.futures.ThreadPoolExecutor`` for the per-item solves; default:
-            a thread pool with one worker per core.
+        executor: a ``concurrent.futures.Executor`` for the per-item solves: threads, processes
+            (``ProcessPoolExecutor``, loky) or a cluster (Dask's ``client.get_executor()``,
+            ``cvxlpgd.executors.RayExecutor``); default: a thread pool with one worker per core.
+        chunks: how many pieces a batch is cut into; default: one per worker of the executor.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class CvxpyLayer(torch.nn.Module):
         gradient: GradientMethod | str | None = None,
         on_failure: FailurePolicy = "raise",
         executor: Executor | None = None,
+        chunks: int | None = None,
     ) -> None:
         super().__init__()
         peer = split_peer_args(solver_args)
@@ -80,7 +84,7 @@ class CvxpyLayer(torch.nn.Module):
         if on_failure not in FAILURE_POLICIES:
             raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}.")
         self.on_failure = on_failure
-        self.executor = check_executor(executor)
+        self.executor, self.chunks = check_executor(executor, chunks), chunks
         if self.executor is None and peer.forward_workers is not None:
             self.executor = thread_pool(peer.forward_workers)
         self.backward_executor = None if peer.backward_workers is None else thread_pool(peer.backward_workers)
@@ -142,6 +146,8 @@ class CvxpyLayer(torch.nn.Module):
         solver = make_solver(name, {**self.solver_args, **peer.settings})
         inputs = check_inputs(params, self.cvxpy_parameters)
         form = method.conic_form(solver)
+        if self.executor is None and peer.forward_workers is None:
+            warn_if_ranks_share_cores()
         executor = self.executor or default_executor()
         if peer.forward_workers is not None:
             executor = thread_pool(peer.forward_workers)
@@ -155,6 +161,7 @@ class CvxpyLayer(torch.nn.Module):
             on_failure=self.on_failure,
             executor=executor,
             backward_executor=backward_executor,
+            chunks=self.chunks,
             parameter_names=tuple(name for p in self.cvxpy_parameters for name in [p.name()] * p.size),
             warm_starts=self._warm_starts.get(form) if warm_start else None,
         )

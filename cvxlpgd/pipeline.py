@@ -16,10 +16,10 @@ from typing import Literal
 
 import numpy as np
 
-from cvxlpgd.batch import Stoppable, chunk_bounds, in_process, run_chunks
+from cvxlpgd.batch import Stoppable, chunk_bounds, in_process, run_chunks, worker_count
 from cvxlpgd.cone import INTERRUPTED, OPTIMAL_INACCURATE, Solution
 from cvxlpgd.errors import SolverError, warn_user
-from cvxlpgd.gradients.base import GradientMethod, SolvedChunk
+from cvxlpgd.gradients.base import ChunkGradient, GradientMethod, SolvedChunk
 from cvxlpgd.program import CompiledProblem, DataGradient, ProgramBatch
 from cvxlpgd.solvers import ConeSolver
 
@@ -46,6 +46,7 @@ class LayerCall:
     backward_executor: Executor | None = None  # None: the forward's
     parameter_names: tuple[str, ...] = ()  # the parameter of each entry of theta, for messages
     warm_starts: list[Solution] | None = None  # by batch position, from an earlier call
+    chunks: int | None = None  # how many chunks a batch is cut into; None: one per executor worker
     program: ProgramBatch | None = None
     bounds: list[tuple[int, int]] = field(default_factory=list)
     solved: list[SolvedChunk] = field(default_factory=list)
@@ -68,7 +69,8 @@ class LayerCall:
     def forward(self, theta: np.ndarray, differentiable: bool) -> list[np.ndarray]:
         self.program = program = self.compiled.maps.apply(theta)
         self._check_finite(theta)
-        self.bounds = chunk_bounds(program.batch_size, self.executor)
+        chunks = self.chunks or (worker_count(self.executor) if self.executor is not None else 1)
+        self.bounds = chunk_bounds(program.batch_size, chunks or 1)
         keep = in_process(self.executor)
         solver = self._chunk_solver
         warm = self.warm_starts or []
@@ -133,16 +135,39 @@ class LayerCall:
     def backward(self, output_grads: list[np.ndarray]) -> np.ndarray:
         """Output gradients (B, *shape) -> gradient w.r.t. theta (B, p)."""
         dx, dy = self.compiled.recovery.adjoint(output_grads)
-        dy = dy if self.compiled.recovery.uses_duals else None
-        program, solver = self.program, self._chunk_solver
+        # Contiguous rows, as a chunk unpickled in another process has them: BLAS reductions over
+        # a strided row and over a contiguous one round differently (the implicit gradient of an
+        # LP magnifies that), and the gradient must not depend on where a chunk runs.
+        dx = np.ascontiguousarray(dx)
+        dy = np.ascontiguousarray(dy) if self.compiled.recovery.uses_duals else None
+        program, solver, varying = self.program, self._chunk_solver, self.compiled.maps.varying
         results = self._run(
-            self.method.differentiate,
+            differentiate_chunk,
             [
-                (solver, program.slice(lo, hi), solved, dx[lo:hi], None if dy is None else dy[lo:hi], lo)
+                (self.method, varying, solver, program.slice(lo, hi), solved, dx[lo:hi])
+                + (None if dy is None else dy[lo:hi], lo)
                 for (lo, hi), solved in zip(self.bounds, self.solved, strict=True)
             ],
             self.backward_executor or self.executor,
         )
         self.method.report(results, raise_errors=self.on_failure == "raise")
-        grads = DataGradient.stack([g for r in results for g in r.grads], program.structure)
-        return self.compiled.maps.adjoint(grads)
+        grads = DataGradient.stack([g for r in results for g in r.grads], program.structure, varying)
+        return self.compiled.maps.adjoint(grads, program.batch_size)
+
+
+def differentiate_chunk(
+    method: GradientMethod,
+    varying: frozenset[str],
+    solver: ConeSolver,
+    program: ProgramBatch,
+    solved: SolvedChunk,
+    dx: np.ndarray,
+    dy: np.ndarray | None,
+    start: int,
+) -> ChunkGradient:
+    """``method.differentiate`` on one chunk, keeping only the data-gradient blocks that some
+    parameter enters (``varying``): the others never reach a parameter, so a worker in another
+    process does not send them back (for a cost-only LP, only ``c``)."""
+    result = method.differentiate(solver, program, solved, dx, dy, start)
+    result.grads = [None if g is None else g.restricted(varying) for g in result.grads]
+    return result

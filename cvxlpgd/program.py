@@ -97,15 +97,25 @@ class ConeStructure:
         return self.A.shape[0]
 
 
+# The blocks of conic data, in the order ``DataGradient`` and ``ProblemMaps`` name them.
+BLOCKS = ("A", "b", "c", "P")
+
+
 @dataclass(frozen=True)
 class DataGradient:
     """Gradient w.r.t. the conic data values (on the fixed sparsity patterns), for one item
-    (1-D arrays) or stacked for a batch (2-D arrays)."""
+    (1-D arrays) or stacked for a batch (2-D arrays). A block is ``None`` when no parameter
+    enters it (its gradient would only be multiplied by zero) or the problem has none (``P``)."""
 
-    A: np.ndarray
-    b: np.ndarray
-    c: np.ndarray
+    A: np.ndarray | None
+    b: np.ndarray | None
+    c: np.ndarray | None
     P: np.ndarray | None
+
+    def restricted(self, blocks: frozenset[str]) -> DataGradient:
+        """Only the given blocks: what the parameter gradients need, and what a worker in
+        another process has to send back."""
+        return DataGradient(**{name: getattr(self, name) if name in blocks else None for name in BLOCKS})
 
     @classmethod
     def zeros(cls, structure: ConeStructure) -> DataGradient:
@@ -115,17 +125,21 @@ class DataGradient:
         return cls(A=np.zeros(s.A.nnz), b=np.zeros(s.m), c=np.zeros(s.n), P=P)
 
     @classmethod
-    def stack(cls, grads: list[DataGradient | None], structure: ConeStructure) -> DataGradient:
-        """Stack per-item gradients into (B, .) arrays; items without one (None) get zeros."""
-        s = structure
-        zero = cls.zeros(structure)
-        filled = [zero if g is None else g for g in grads]
-        return cls(
-            A=np.stack([g.A for g in filled]),
-            b=np.stack([g.b for g in filled]),
-            c=np.stack([g.c for g in filled]),
-            P=None if s.P is None else np.stack([g.P for g in filled]),
-        )
+    def stack(
+        cls, grads: list[DataGradient | None], structure: ConeStructure, blocks: frozenset[str]
+    ) -> DataGradient:
+        """Stack per-item gradients of ``blocks`` into (B, .) arrays; items without one (None)
+        get zeros, blocks not listed are ``None``."""
+        sizes = {"A": structure.A.nnz, "b": structure.m, "c": structure.n}
+        sizes["P"] = None if structure.P is None else structure.P.nnz
+        stacked = {}
+        for name in BLOCKS:
+            if name not in blocks or sizes[name] is None:
+                stacked[name] = None
+                continue
+            zero = np.zeros(sizes[name])
+            stacked[name] = np.stack([zero if g is None else getattr(g, name) for g in grads])
+        return cls(**stacked)
 
 
 @dataclass
@@ -205,19 +219,28 @@ class ProblemMaps:
             P_values=None if self.P is None else self.P.apply(theta),
             batch_size=theta.shape[0],
             shared_matrices=self.A.constant and (self.P is None or self.P.constant),
-            parametrized=frozenset(
-                name
-                for name, amap in (("A", self.A), ("b", self.b), ("c", self.c), ("P", self.P))
-                if amap is not None and not amap.constant
-            ),
+            parametrized=self.varying,
         )
 
-    def adjoint(self, grad: DataGradient) -> np.ndarray:
-        """Gradients w.r.t. the conic data of a batch (stacked) -> (B, p) w.r.t. the parameters."""
-        result = self.A.adjoint(grad.A) + self.b.adjoint(grad.b) + self.c.adjoint(grad.c)
-        if grad.P is not None and self.P is not None:
-            result += self.P.adjoint(grad.P)
-        return result
+    @property
+    def varying(self) -> frozenset[str]:
+        """The blocks of conic data that some parameter enters: the only ones whose gradient
+        reaches the parameters."""
+        return frozenset(
+            name for name in BLOCKS if getattr(self, name) is not None and not getattr(self, name).constant
+        )
+
+    def adjoint(self, grad: DataGradient, batch_size: int | None = None) -> np.ndarray:
+        """Gradients w.r.t. the conic data of a batch (stacked) -> (B, p) w.r.t. the parameters;
+        blocks that are ``None`` contribute nothing (``batch_size`` is needed only if all are)."""
+        terms = [
+            affine.adjoint(block)
+            for block, affine in ((getattr(grad, name), getattr(self, name)) for name in BLOCKS)
+            if block is not None and affine is not None
+        ]
+        if not terms:
+            return np.zeros((batch_size, self.c.matrix.shape[1]))
+        return sum(terms[1:], terms[0])
 
 
 @dataclass(frozen=True)

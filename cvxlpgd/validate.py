@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import cvxpy as cp
@@ -13,6 +13,7 @@ import torch
 from cvxpy.atoms.quad_form import QuadForm
 from cvxpy.utilities import scopes
 
+from cvxlpgd.batch import worker_count
 from cvxlpgd.integrality import MIP_SOLVER, is_mixed_integer
 from cvxlpgd.solvers import SolverSpec, make_solver
 
@@ -57,15 +58,30 @@ def _check_constraint_quad_forms(problem: cp.Problem) -> None:
                 )
 
 
-def check_executor(executor: object) -> Executor | None:
-    """Only thread pools for now: the per-chunk work keeps solver workspaces in memory."""
-    if executor is None or isinstance(executor, ThreadPoolExecutor):
-        return executor
-    raise TypeError(
-        f"executor must be a concurrent.futures.ThreadPoolExecutor (or None for cvxlpgd's default "
-        f"thread pool), got {type(executor).__name__}: the solvers release the GIL, so threads "
-        "run the batch in parallel; process and cluster executors are not supported yet."
-    )
+def check_executor(executor: object, chunks: object = None) -> Executor | None:
+    """Any ``concurrent.futures.Executor``: a thread pool shares this process's memory, any other
+    (process pools, loky, Dask's ``client.get_executor()``, ``cvxlpgd.executors.RayExecutor``)
+    gets each chunk's work pickled. The batch is cut into ``chunks`` pieces, by default one per
+    worker of the executor, which must then say how many it has."""
+    if chunks is not None and (isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1):
+        raise ValueError(
+            f"chunks must be a positive integer (or None: one per executor worker), got {chunks!r}."
+        )
+    if executor is None:
+        return None
+    if not isinstance(executor, Executor):
+        raise TypeError(
+            f"executor must be a concurrent.futures.Executor (a thread or process pool, loky's, Dask's "
+            f"client.get_executor(), cvxlpgd.executors.RayExecutor) or None for cvxlpgd's default "
+            f"thread pool, got {type(executor).__name__}."
+        )
+    if chunks is None and worker_count(executor) is None:
+        raise ValueError(
+            f"cvxlpgd cannot tell how many workers the {type(executor).__name__} has, so it cannot cut "
+            "the batch into one chunk per worker: pass chunks= (e.g. the number of workers) to "
+            "CvxpyLayer, or give the executor a max_workers attribute."
+        )
+    return executor
 
 
 def check_problem(

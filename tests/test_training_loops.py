@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 import cvxpy as cp
 import numpy as np
@@ -155,10 +155,29 @@ def test_in_place_ops_on_unbatched_outputs() -> None:
     torch.testing.assert_close(cost.grad, want, atol=1e-5, rtol=0)
 
 
-def test_process_executor_rejected_and_shut_down_executor_named() -> None:
+class _InlineExecutor(Executor):
+    """An executor that does not say how many workers it has."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_executor_checked_and_shut_down_executor_named() -> None:
+    """What is still rejected: a non-executor, a worker count that cannot be known without
+    chunks=, a bad chunks=; and an executor shut down after construction is named at the call."""
     problem, c, x = box_qp()
-    with ProcessPoolExecutor(max_workers=1) as pool, pytest.raises(TypeError, match="executor must be"):
-        CvxpyLayer(problem, [c], [x], executor=pool)
+    with pytest.raises(TypeError, match="executor must be a concurrent.futures.Executor"):
+        CvxpyLayer(problem, [c], [x], executor=multiprocessing.get_context("spawn"))
+    with pytest.raises(ValueError, match="cannot tell how many workers the _InlineExecutor has.*chunks="):
+        CvxpyLayer(problem, [c], [x], executor=_InlineExecutor())
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="chunks must be a positive integer"):
+            CvxpyLayer(problem, [c], [x], chunks=bad)
+    layer = CvxpyLayer(problem, [c], [x], executor=_InlineExecutor(), chunks=3)
+    cost = torch.linspace(-0.2, 0.2, 4 * N, dtype=torch.float64).reshape(4, N)
+    torch.testing.assert_close(layer(cost)[0], expected(cost), atol=1e-5, rtol=0)
     pool = ThreadPoolExecutor(max_workers=2)
     layer = CvxpyLayer(problem, [c], [x], executor=pool)
     pool.shutdown()

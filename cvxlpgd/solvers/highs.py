@@ -184,13 +184,42 @@ class HighsSolver:
         start = model.start
         if warm_start is not None and isinstance(warm_start.basis, _Start) and not mixed_integer:
             start = warm_start.basis
-            highs.setBasis(start.basis)
+            highs.setBasis(start.basis.highs)
         elif warm_start is not None and mixed_integer and warm_start.usable:
             highs.setSolution(n, _indices(n), warm_start.x)
         if start is not None and "simplex_strategy" not in self.settings:
             highs.setOptionValue("simplex_strategy", _PRIMAL if np.array_equal(start.b, program.b) else _DUAL)
         highs.run()
         return model.solution(program)
+
+
+# Basis status codes and back, by table: converting each status through int() costs 10x more.
+_STATUSES = tuple(highspy.HighsBasisStatus.__members__.values())
+_CODES = {status: code for code, status in enumerate(_STATUSES)}
+
+
+class Basis:
+    """A HiGHS basis that pickles, so that a forward solve's basis can travel to the worker that
+    runs the item's re-solves: highspy's ``HighsBasis`` does not pickle, so it travels as its
+    status codes (and is rebuilt there); in this process it is used as it is, at no cost."""
+
+    __slots__ = ("highs",)
+
+    def __init__(self, highs: highspy.HighsBasis):
+        self.highs = highs
+
+    def __reduce__(self) -> tuple:
+        b = self.highs
+        codes = [bytes(_CODES[status] for status in statuses) for statuses in (b.col_status, b.row_status)]
+        return Basis._from_codes, (*codes, b.valid, b.alien, b.was_alien)
+
+    @staticmethod
+    def _from_codes(columns: bytes, rows: bytes, valid: bool, alien: bool, was_alien: bool) -> Basis:
+        basis = highspy.HighsBasis()
+        basis.col_status = [_STATUSES[code] for code in columns]
+        basis.row_status = [_STATUSES[code] for code in rows]
+        basis.valid, basis.alien, basis.was_alien = valid, alien, was_alien
+        return Basis(basis)
 
 
 @functools.lru_cache(maxsize=32)
@@ -204,7 +233,7 @@ class _Start:
     """A final simplex basis (``Solution.basis`` of a HiGHS LP solve) and the right-hand side
     it was optimal for, which decides the simplex that a re-solve from it continues with."""
 
-    basis: highspy.HighsBasis
+    basis: Basis
     b: np.ndarray
 
 
@@ -268,7 +297,7 @@ class _Model:
                 y[self.bounds.kept] = -np.array(result.row_dual)
                 lower, upper = self.column_bounds(program)
                 y[self.bounds.rows] = self.bounds.duals(program.b, lower, upper, np.array(result.col_dual))
-                basis = self.start = _Start(highs.getBasis(), program.b.copy())
+                basis = self.start = _Start(Basis(highs.getBasis()), program.b.copy())
         iterations = info.simplex_iteration_count + info.qp_iteration_count + info.ipm_iteration_count
         return Solution(
             x=x,
