@@ -29,6 +29,7 @@ CASES = [
     ("CLARABEL", "implicit", False),
     ("HIGHS", LPGD(tau=0.5, side="upper"), True),
     ("HIGHS", LPGD(tau=0.5, side="central"), False),
+    ("CLARABEL", "lpgd", True),  # the default, AdaptiveLPGD
 ]
 IDS = [
     f"{solver}-{getattr(gradient, 'side', gradient)}-{'duals' if duals else 'x'}"
