@@ -36,17 +36,20 @@ def items_of(layer: Any, theta: np.ndarray) -> list[ConeProgram]:
     return [batch.item(i) for i in range(theta.shape[0])]
 
 
-def _scs_builder(settings: dict) -> Callable[[ConeProgram], Any]:
+def _scs_builder(backend: Any) -> Callable[[ConeProgram], Any]:
     def build(prog: ConeProgram) -> Any:
         data = {"A": prog.A, "b": prog.b, "c": prog.c}
         if prog.P is not None:
             data["P"] = prog.P
-        return scs.SCS(data, cone_dict(prog.dims), **settings)
+        # the layer's settings for this program, its choice of linear solver included
+        return scs.SCS(data, cone_dict(prog.dims), **backend.settings_for(prog))
 
     return build
 
 
-def _clarabel_builder(settings: dict) -> Callable[[ConeProgram], Any]:
+def _clarabel_builder(backend: Any) -> Callable[[ConeProgram], Any]:
+    settings = backend.settings
+
     def build(prog: ConeProgram) -> Any:
         opts = clarabel.DefaultSettings()
         opts.verbose = False
@@ -65,11 +68,11 @@ class RawBaseline:
 
     def __init__(self, solver: str, solver_args: dict, workers: int | None = None) -> None:
         self.solver = solver
-        self.settings = make_solver(solver, solver_args).settings  # the layer's exact settings
+        backend = make_solver(solver, solver_args)  # the layer's exact settings
         self.workers = workers or os.cpu_count() or 1
         self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="raw")
         build = _scs_builder if solver == "SCS" else _clarabel_builder
-        self._build = build(self.settings)
+        self._build = build(backend)
         self._local = threading.local()
 
     def _solve_built(self, prog: ConeProgram) -> np.ndarray:
