@@ -94,10 +94,8 @@ def _targets(ix: Index, scale: list[dict], titles: dict[str, str]) -> list[str]:
     for p in ix.problems:
         for s in ix.solvers:
             fwd = ix.lpgd_forward(p, s, big)
-            ours = ix.get(p, s, big, "lpgd-lower", "total")
-            peer = ix.get(p, s, big, "cvxpylayers", "total")
             raw = ix.get(p, s, big, "raw-build", "forward")
-            r1, r2 = _ratio(ours, peer), _ratio(fwd, raw)
+            r1, r2 = ix.get(p, s, big, "lpgd-lower", "peer_ratio"), _ratio(fwd, raw)
             lower = _ratio(ix.get(p, s, big, "lpgd-lower", "backward"), fwd)
             upper = _ratio(ix.get(p, s, big, "lpgd-upper", "backward"), fwd)
             central = _ratio(ix.get(p, s, big, "lpgd-central", "backward"), fwd)
@@ -116,7 +114,7 @@ def _targets(ix: Index, scale: list[dict], titles: dict[str, str]) -> list[str]:
         [
             "problem",
             "solver",
-            "(1) fwd+lower bwd / cvxpylayers f+b (<= 0.33)",
+            "(1) fwd+lower bwd / cvxpylayers f+b, median of paired repeats (<= 0.33)",
             "(2) fwd / raw (<= 1.2)",
             "(3) lower / upper bwd / fwd (<= 1.0)",
             "(3) central bwd / fwd (<= 2.0)",
@@ -192,7 +190,6 @@ def _details(ix: Index, rows: list[Row], titles: dict[str, str]) -> list[str]:
             if r.problem != p:
                 continue
             raw = ix.get(p, r.solver, r.batch, "raw-build", "forward")
-            peer = ix.get(p, r.solver, r.batch, "cvxpylayers", "total")
             is_ours = r.variant.startswith(("lpgd", "implicit"))
             body.append(
                 [
@@ -203,13 +200,25 @@ def _details(ix: Index, rows: list[Row], titles: dict[str, str]) -> list[str]:
                     _fmt(r.backward),
                     _fmt(r.total),
                     _fmt(_ratio(r.forward, raw)) if is_ours else "",
-                    _fmt(_ratio(r.total, peer)) if is_ours else "",
+                    _fmt(r.peer_ratio) if is_ours else "",
                     str(r.repeats),
                     r.note,
                 ]
             )
         out += _table(
-            ["solver", "B", "variant", "fwd", "bwd", "f+b", "fwd/raw", "f+b/cvxpylayers", "n", "note"], body
+            [
+                "solver",
+                "B",
+                "variant",
+                "fwd",
+                "bwd",
+                "f+b",
+                "fwd/raw",
+                "f+b/cvxpylayers (paired)",
+                "n",
+                "note",
+            ],
+            body,
         )
         out.append("")
     return out
@@ -264,7 +273,47 @@ def _scale(scale: list[dict]) -> list[str]:
     return out + [""]
 
 
-def render(rows: list[Row], scale: list[dict], titles: dict[str, str], meta: dict) -> str:
+def _training(dfl: dict[str, dict[str, float]], grids: list[dict]) -> list[str]:
+    out: list[str] = []
+    if dfl:
+        out += [
+            "## Decision-focused learning: one epoch, 5x5 shortest path (1000 items, batch 32, 1 worker)",
+            "",
+        ]
+        variants = list(next(iter(dfl.values())))
+        out += _table(
+            ["solver", *[f"{v} s/epoch" for v in variants]],
+            [[s, *[_fmt(t) for t in times.values()]] for s, times in dfl.items()],
+        )
+        out.append("")
+    if grids:
+        out += ["## Problem size: shortest path, batch 8, forward per item vs raw solver (setup + solve)", ""]
+        out += _table(
+            ["solver", "grid", "edges", "fwd ms", "raw ms", "fwd/raw (paired median)"],
+            [
+                [
+                    r["solver"],
+                    f"{r['grid']}x{r['grid']}",
+                    str(r["edges"]),
+                    _fmt(r["forward_ms"]),
+                    _fmt(r["raw_ms"]),
+                    _fmt(r["ratio"]),
+                ]
+                for r in grids
+            ],
+        )
+        out.append("")
+    return out
+
+
+def render(
+    rows: list[Row],
+    scale: list[dict],
+    titles: dict[str, str],
+    meta: dict,
+    dfl: dict[str, dict[str, float]] | None = None,
+    grids: list[dict] | None = None,
+) -> str:
     """The whole RESULTS.md text."""
     ix = Index(rows)
     lines = ["# cvxlpgd benchmark results", ""]
@@ -283,5 +332,6 @@ def render(rows: list[Row], scale: list[dict], titles: dict[str, str], meta: dic
     ]
     if meta.get("peer_note"):
         lines += [f"cvxpylayers: {meta['peer_note']}", ""]
-    lines += _targets(ix, scale, titles) + _summary(ix, titles) + _scale(scale) + _details(ix, rows, titles)
+    lines += _targets(ix, scale, titles) + _summary(ix, titles) + _training(dfl or {}, grids or [])
+    lines += _scale(scale) + _details(ix, rows, titles)
     return "\n".join(lines) + "\n"

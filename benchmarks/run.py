@@ -20,6 +20,7 @@ from benchmarks.problems import all_problems
 from benchmarks.report import render
 from benchmarks.scale import run_sweep
 from benchmarks.suite import Row, load_peer, run_problem
+from benchmarks.training import dfl_epoch, grid_sweep
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,6 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--solvers", nargs="*", default=["SCS", "CLARABEL"])
     parser.add_argument("--no-scale", action="store_true", help="skip the scale sweep")
     parser.add_argument("--no-highs", action="store_true", help="skip HiGHS vs Clarabel and SCS on the LPs")
+    parser.add_argument("--no-training", action="store_true", help="skip the DFL epoch and grid sweep")
     parser.add_argument("--scale-solver", default="CLARABEL", help="solver of the scale sweep")
     parser.add_argument(
         "--call-budget",
@@ -70,6 +72,16 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     highs_rows = [] if args.no_highs else highs.run(1 if args.quick else 3, log, args.quick)
+    dfl: dict[str, dict[str, float]] = {}
+    grids: list[dict] = []
+    if not args.no_training:
+        for solver in args.solvers:
+            dfl[solver.upper()] = dfl_epoch(solver.upper(), repeats=1 if args.quick else 2)
+            log(f"  dfl epoch {solver}: {dfl[solver.upper()]}")
+        for solver in args.solvers:
+            grids += grid_sweep(
+                solver.upper(), (5, 10) if args.quick else (5, 10, 20, 40), 1 if args.quick else 3, log=log
+            )
 
     given = sys.argv[1:] if argv is None else argv
     command = "python -m benchmarks.run " + " ".join(given) if given else "make bench"
@@ -79,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         "repeats": repeats,
         "peer_note": peer_note,
     }
-    text = render(rows, scale, {p.key: p.title for p in problems}, meta)
+    text = render(rows, scale, {p.key: p.title for p in problems}, meta, dfl, grids)
     if highs_rows:
         text += "\n" + highs.render(highs_rows)
     output = args.output or (None if args.quick else HERE / "RESULTS.md")
@@ -88,7 +100,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     output.write_text(text)
     output.with_suffix(".json").write_text(
-        json.dumps({"meta": meta, "rows": [dataclasses.asdict(r) for r in rows], "scale": scale}, indent=1)
+        json.dumps(
+            {
+                "meta": meta,
+                "rows": [dataclasses.asdict(r) for r in rows],
+                "scale": scale,
+                "dfl": dfl,
+                "grids": grids,
+            },
+            indent=1,
+        )
     )
     log(f"wrote {output} ({meta['wall_s']:.0f} s)")
 

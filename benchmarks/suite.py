@@ -14,6 +14,7 @@ shared machine hit all variants alike.
 
 from __future__ import annotations
 
+import statistics
 import traceback
 import warnings
 from collections.abc import Callable
@@ -59,6 +60,8 @@ class Row:
     total: float | None
     repeats: int
     note: str = ""
+    # median over repeats of (this variant's f+b) / (cvxpylayers' f+b in the same repeat)
+    peer_ratio: float | None = None
 
 
 @dataclass
@@ -135,6 +138,7 @@ def run_problem(
                         f"skipped: estimated {estimate:.0f} s per call > budget {call_budget_s:.0f} s",
                     )
             _run_rounds(variants, repeats[batch], warmup=batch <= 16)
+            peer_samples = next((v.samples.total for v in variants if v.name == "cvxpylayers"), [])
             for v in variants:
                 stats = v.samples.per_item_ms(batch)
                 if stats["total"] is not None:
@@ -150,6 +154,7 @@ def run_problem(
                         stats["total"],
                         len(v.samples.total),
                         v.note,
+                        _paired_ratio(v.samples.total, peer_samples),
                     )
                 )
             if peer is None:
@@ -170,6 +175,13 @@ def run_problem(
     finally:
         raw.close()
     return rows
+
+
+def _paired_ratio(ours: list[float], peer: list[float]) -> float | None:
+    """Median of per-repeat ratios: each repeat times both in one round, so drifts cancel."""
+    if not ours or len(ours) != len(peer):
+        return None
+    return statistics.median(a / b for a, b in zip(ours, peer, strict=True))
 
 
 def _run_rounds(variants: list[Variant], repeats: int, warmup: bool) -> None:
