@@ -31,6 +31,8 @@ lint: $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.run
+	# the default-gradient comparison at a small size (the full grid: benchmarks/DEFAULT_GRADIENT.md)
+	$(PY) -m benchmarks.default_gradient --parts core readme nonzero demo --readme-seeds 20
 
 # Re-execute every tutorial in place, storing outputs without progress-bar frames or machine paths.
 notebooks: $(STAMP)
