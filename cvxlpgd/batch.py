@@ -182,10 +182,10 @@ class Stoppable:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._solver, name)
 
-    def solve(self, program: Any, warm_start: Any = None, workspace: Any = None) -> Any:
+    def solve(self, program: Any, warm_start: Any = None, workspace: Any = None, eps: Any = None) -> Any:
         if self._stop.is_set():
             raise Abandoned
-        solution = self._solver.solve(program, warm_start=warm_start, workspace=workspace)
+        solution = self._solver.solve(program, warm_start=warm_start, workspace=workspace, eps=eps)
         if solution.status == INTERRUPTED:  # SCS turns Ctrl-C into a status: stop the whole call
             self._stop.set()
             raise KeyboardInterrupt(f"{self._solver.name} was interrupted (Ctrl-C).")

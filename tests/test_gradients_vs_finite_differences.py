@@ -3,6 +3,8 @@ against gradcheck, and the LP case where the implicit gradient vanishes but LPGD
 
 from __future__ import annotations
 
+import warnings
+
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -162,3 +164,48 @@ def test_lp_implicit_gradient_vanishes_lpgd_descends(solver: str) -> None:
     assert lpgd.abs().max() > 1e-2
     new_loss, _ = decision_loss(cost - 1.0 * lpgd, LPGD(tau=1.0))
     assert new_loss < loss - 1e-3
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("side", ["central", "lower"])
+def test_small_tau_lpgd_is_accurate_at_default_scs_tolerance(side: str) -> None:
+    """tau = 1e-4 moves sparsemax's x by about 1e-4, near SCS's tolerance (eps 1e-6): the warm
+    re-solves (and, one-sided, the forward point) must be solved tighter than that, or the
+    gradient is off by ~1e-2. Checked against central differences of a tight Clarabel solve."""
+    n = 20
+    x, y = cp.Variable(n), cp.Parameter(n)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(x - y)), [cp.sum(x) == 1, x >= 0])
+    rng = np.random.default_rng(0)
+    values, w = [rng.standard_normal((8, n))], rng.standard_normal((8, n))
+    layer = CvxpyLayer(
+        problem, [y], [x], solver="SCS", gradient=LPGD(tau=1e-4, side=side), solver_args={"eps": 1e-6}
+    )
+    reference = CvxpyLayer(problem, [y], [x], solver="CLARABEL", solver_args=TIGHT["CLARABEL"])
+
+    def loss(vals: list[np.ndarray]) -> float:
+        with torch.no_grad():
+            (out,) = reference(torch.tensor(vals[0]))
+        return float((w * out.numpy()).sum())
+
+    fd = finite_difference(loss, values, 0, symmetric=False)
+    tensor = torch.tensor(values[0], requires_grad=True)
+    (out,) = layer(tensor)
+    (out * torch.tensor(w)).sum().backward()
+    error = np.linalg.norm(tensor.grad.numpy() - fd) / np.linalg.norm(fd)
+    assert error <= 1e-3, f"{side}: relative error {error:.2e}"
+
+
+@pytest.mark.timeout(60)
+def test_perturbation_below_solver_accuracy_warns() -> None:
+    """tau * |dx| = 1e-12 needs a re-solve tolerance of 1e-16, beyond SCS: say so, naming tau."""
+    n = 5
+    x, y = cp.Variable(n), cp.Parameter(n)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(x - y)), [cp.sum(x) == 1, x >= 0])
+    layer = CvxpyLayer(problem, [y], [x], solver="SCS", gradient=LPGD(tau=1e-12))
+    tensor = torch.tensor(np.linspace(0.0, 0.4, n), requires_grad=True)
+    with pytest.warns(UserWarning, match=r"tau=1e-12.*too small .*item 0"):
+        layer(tensor)[0].sum().backward()
+    large = torch.tensor(np.linspace(0.0, 0.4, n), requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no such warning at the default tau
+        layer(large, gradient=LPGD())[0].sum().backward()

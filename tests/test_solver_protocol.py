@@ -25,18 +25,20 @@ class Counting:
     def __init__(self, base: str = "CLARABEL", settings: dict | None = None):
         self.inner = cvxlpgd.make_solver(base, settings)
         self.name = f"counting-{self.inner.name.lower()}"
-        for key in ("canon_solver", "mixed_integer", "cones", "reuses_workspace", "settings"):
+        for key in ("canon_solver", "mixed_integer", "cones", "reuses_workspace", "settings",
+                    "eps", "tightest_eps"):
             setattr(self, key, getattr(self.inner, key))
-        self.solves = 0
+        self.solves, self.asked = 0, []
         self._lock = threading.Lock()
 
     def with_settings(self, args: dict) -> Counting:
         return Counting(self.inner.name, args)
 
-    def solve(self, program, warm_start=None, workspace=None):
+    def solve(self, program, warm_start=None, workspace=None, eps=None):
         with self._lock:
             self.solves += 1
-        return self.inner.solve(program, warm_start=warm_start, workspace=workspace)
+            self.asked.append(eps)
+        return self.inner.solve(program, warm_start=warm_start, workspace=workspace, eps=eps)
 
 
 class VertexEnumerator:
@@ -105,6 +107,23 @@ def test_wrapper_gives_the_builtins_outputs_and_gradients_bitwise() -> None:
     assert np.abs(grad_b[1]).max() > 1e-2  # b's gradient is there, not trivially zero
     assert layers["wrapper"].solver.solves == 3 * batch
     assert counting.solves == 0  # with_settings made a new backend; this one stayed unused
+
+
+@pytest.mark.timeout(120)
+def test_a_backend_taking_eps_is_asked_for_the_resolve_accuracy() -> None:
+    """One-sided LPGD at tau = 1e-3 on SCS (eps 1e-6): each item's forward point is refined, then
+    re-solved, both at 1e-4 * tau * |dx_i|_inf (tighter than the user's eps); the forward solves
+    get no eps. A backend whose solve takes no eps (VertexEnumerator) is never passed one."""
+    problem, c, x = _packing_lp()
+    recording = Counting("SCS", {"eps": 1e-6})
+    tau = 1e-3
+    layer = CvxpyLayer(problem, [c], [x], solver=recording, gradient=LPGD(tau=tau, side="lower"))
+    rng = np.random.default_rng(4)
+    w = rng.uniform(0.5, 2.0, (3, 3))
+    _outputs_and_grads(layer, [-rng.uniform(0.5, 1.5, (3, 3))], [torch.tensor(w)])
+    expected = sorted(2 * [1e-4 * tau * float(np.abs(row).max()) for row in w])
+    assert recording.asked[:3] == [None] * 3
+    np.testing.assert_allclose(sorted(recording.asked[3:]), expected, rtol=1e-12)
 
 
 @pytest.mark.timeout(120)
@@ -200,6 +219,9 @@ def test_bad_solver_objects_fail_clearly() -> None:
     class WrongCones(VertexEnumerator):
         cones = ("zero", "box")
 
+    class NegativeEps(VertexEnumerator):
+        tightest_eps = -1e-9
+
     cases = [
         (Nameless(), TypeError, "non-empty string attribute 'name'"),
         (VertexEnumerator, TypeError, "got the class VertexEnumerator; pass an instance"),
@@ -207,6 +229,7 @@ def test_bad_solver_objects_fail_clearly() -> None:
         (Impostor(), ValueError, "named 'Clarabel', a built-in solver's name"),
         (WrongCanon(), ValueError, r"canon_solver must be one of \['CLARABEL', 'SCS'\], got 'ECOS'"),
         (WrongCones(), ValueError, r"unknown cone kinds \['box'\]"),
+        (NegativeEps(), ValueError, "tightest_eps must be a finite number >= 0, got -1e-09"),
         (42, ValueError, "Unknown solver 42.*or an object implementing cvxlpgd.ConeSolver"),
     ]
     for solver, error, match in cases:

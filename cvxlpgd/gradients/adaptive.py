@@ -26,6 +26,7 @@ from cvxlpgd.gradients.lpgd import (
     _real,
     dependent_equalities,
     lpgd_item_gradient,
+    resolve_eps,
     resolve_workspace,
 )
 from cvxlpgd.program import ConeStructure, DataGradient, ProgramBatch
@@ -89,7 +90,9 @@ class AdaptiveLPGD(Resolving):
 
             def shifted(c_shift: np.ndarray, b_shift: np.ndarray | None, base=base, star=star) -> Solution:
                 b = base.b if b_shift is None else base.b + b_shift
-                z = solver.solve(replace(base, c=base.c + c_shift, b=b), warm_start=star, workspace=workspace)
+                shifted_program = replace(base, c=base.c + c_shift, b=b)
+                eps = resolve_eps(c_shift, b_shift)  # the small step is near the solver's accuracy
+                z = solver.solve(shifted_program, warm_start=star, workspace=workspace, eps=eps)
                 if z.status == INTERRUPTED:
                     raise KeyboardInterrupt(
                         f"{solver.name} was interrupted (Ctrl-C) during an LPGD re-solve."

@@ -37,8 +37,14 @@ class ConeSolver(Protocol):
             problem that needs others is refused when the layer is built.
         reuses_workspace: whether it keeps state in ``workspace`` (default False).
         settings: its settings, for display (default empty).
+        eps: the accuracy a solve without ``eps`` reaches (default 0.0: exact, as a simplex
+            vertex or a combinatorial algorithm). A one-sided LPGD estimate differences against
+            the forward solution; when a re-solve needs a tighter accuracy than this, the forward
+            point is first re-solved to that accuracy.
+        tightest_eps: the tightest accuracy it can reach (default 0.0); an LPGD perturbation that
+            needs a tighter one is too small for the backend, and the layer warns.
 
-    ``solve(program, warm_start=None, workspace=None)`` returns the ``Solution`` of ``program``
+    ``solve(program, warm_start=None, workspace=None, eps=None)`` returns the ``Solution`` of ``program``
     (see ``Solution`` for what it must hold; a failure is a status, not an exception).
     ``warm_start`` is the forward solution of the same batch item when LPGD re-solves a perturbed
     program (same ``A``, changed ``b``, ``c`` and possibly ``P``); a backend may start from it or
@@ -46,6 +52,10 @@ class ConeSolver(Protocol):
     with the same ``A``, ``P`` and cones: a backend may keep its model there and only update
     ``b`` and ``c``. The same object serves all threads of a batch at once, so ``solve`` must keep
     per-call state in ``workspace`` or on the stack, never on ``self`` unguarded.
+    ``eps``, when given, is an accuracy the solve should reach at least (its own tolerances apply
+    when tighter): LPGD's re-solves ask for a fraction of the perturbation they measure, since a
+    solution off by the solver's usual tolerance would swamp a small one. A user's ``solve`` may
+    leave the keyword out; it is then never passed (fine for an exact backend).
 
     ``solver_args`` reach a user's object through an optional ``with_settings(args)`` method that
     returns a configured backend (the object itself stays as it is); without one, the layer uses
@@ -58,13 +68,25 @@ class ConeSolver(Protocol):
     cones: frozenset[str]
     reuses_workspace: bool
     settings: Mapping[str, Any]
+    eps: float
+    tightest_eps: float
 
     def solve(
         self,
         program: ConeProgram,
         warm_start: Solution | None = None,
         workspace: Workspace | None = None,
+        eps: float | None = None,
     ) -> Solution: ...
+
+
+# The tightest tolerance the built-in conic backends ask of their solvers, whatever eps they get.
+TIGHTEST_EPS = 1e-10
+
+
+def tightened(own: float, eps: float | None) -> float:
+    """A backend tolerance ``own`` tightened to ``eps``, never below ``TIGHTEST_EPS``."""
+    return own if eps is None else min(own, max(eps, TIGHTEST_EPS))
 
 
 def check_cones(solver: str, accepted: frozenset[str], dims: ConeDims) -> None:

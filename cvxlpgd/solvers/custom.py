@@ -8,6 +8,7 @@ gradient far from it.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,7 +43,7 @@ class CustomSolver:
         solve = getattr(backend, "solve", None)
         if not callable(solve):
             raise TypeError(f"The solver object {name!r} has no method solve(program, warm_start, workspace)")
-        _check_signature(name, solve)
+        self._takes_eps = _check_signature(name, solve)
         self.backend = backend
         self.name = name
         self.canon_solver = _attribute(backend, "canon_solver", "CLARABEL", str)
@@ -61,6 +62,8 @@ class CustomSolver:
                 f"{list(CONE_KINDS)}."
             )
         self.settings = dict(_attribute(backend, "settings", {}, Mapping))
+        self.eps = _tolerance(backend, "eps")
+        self.tightest_eps = _tolerance(backend, "tightest_eps")
 
     def configured(self, solver_args: Mapping[str, Any]) -> CustomSolver:
         """This backend, or the one its ``with_settings(solver_args)`` returns for non-empty args."""
@@ -80,8 +83,10 @@ class CustomSolver:
         program: ConeProgram,
         warm_start: Solution | None = None,
         workspace: Workspace | None = None,
+        eps: float | None = None,
     ) -> Solution:
-        solution = self.backend.solve(program, warm_start=warm_start, workspace=workspace)
+        extra = {"eps": eps} if self._takes_eps and eps is not None else {}
+        solution = self.backend.solve(program, warm_start=warm_start, workspace=workspace, **extra)
         self._check(program, solution)
         return solution
 
@@ -123,12 +128,22 @@ def _attribute(backend: object, key: str, default: Any, kind: type | tuple[type,
     return value
 
 
-def _check_signature(name: str, solve: Any) -> None:
-    """The pipeline calls ``solve(program, warm_start=..., workspace=...)``."""
+def _tolerance(backend: object, key: str) -> float:
+    """A declared accuracy as a float >= 0 (0.0, exact, when not declared)."""
+    value = _attribute(backend, key, 0.0, (int, float))
+    if not (math.isfinite(value) and value >= 0):
+        name = backend.name  # type: ignore[attr-defined]
+        raise ValueError(f"Solver {name!r}: {key} must be a finite number >= 0, got {value!r}.")
+    return float(value)
+
+
+def _check_signature(name: str, solve: Any) -> bool:
+    """The pipeline calls ``solve(program, warm_start=..., workspace=...)``, and adds ``eps=``
+    where the method takes it: returns whether it does."""
     try:
         signature = inspect.signature(solve)
-    except (TypeError, ValueError):  # a builtin without a signature: trust it
-        return
+    except (TypeError, ValueError):  # a builtin without a signature: trust it, without eps
+        return False
     try:
         signature.bind(None, warm_start=None, workspace=None)
     except TypeError as error:
@@ -136,3 +151,8 @@ def _check_signature(name: str, solve: Any) -> None:
             f"The solve method of solver {name!r} must accept solve(program, warm_start=None, "
             f"workspace=None) ({error})."
         ) from None
+    try:
+        signature.bind(None, warm_start=None, workspace=None, eps=None)
+    except TypeError:
+        return False
+    return True

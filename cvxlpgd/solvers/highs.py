@@ -111,6 +111,9 @@ class HighsSolver:
     cones = frozenset({"zero", "nonneg"})
     # Keeps the model and its basis: the next program starts from the last vertex.
     reuses_workspace = True
+    # A simplex ends on a vertex, exact up to its feasibility tolerances: no eps to tighten.
+    eps = 0.0
+    tightest_eps = 0.0
 
     def __init__(self, solver_args: Mapping[str, Any]):
         common, own = split_common("HIGHS", solver_args)
@@ -171,7 +174,9 @@ class HighsSolver:
         program: ConeProgram,
         warm_start: Solution | None = None,
         workspace: Workspace | None = None,
+        eps: float | None = None,
     ) -> Solution:
+        del eps  # see tightest_eps
         if workspace is not None and "highs" in workspace:
             model = workspace["highs"]
             model.update(program)

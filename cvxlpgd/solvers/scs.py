@@ -20,7 +20,15 @@ from cvxlpgd.cone import (
     ConeProgram,
     Solution,
 )
-from cvxlpgd.solvers.base import ALL_CONES, Workspace, check_settings, split_common, types_of
+from cvxlpgd.solvers.base import (
+    ALL_CONES,
+    TIGHTEST_EPS,
+    Workspace,
+    check_settings,
+    split_common,
+    tightened,
+    types_of,
+)
 
 # Defaults, which also define the accepted names and types (SCS 3.x settings).
 DEFAULTS: dict[str, Any] = {
@@ -98,6 +106,7 @@ class ScsSolver:
     # needs 2-3x the iterations on the next program, even the same item perturbed (dense LP:
     # 525 vs 225 fresh), which costs more than the setup it saves. So every solve is fresh.
     reuses_workspace = False
+    tightest_eps = TIGHTEST_EPS
 
     def __init__(self, solver_args: Mapping[str, Any]):
         common, own = split_common("SCS", solver_args)
@@ -112,28 +121,35 @@ class ScsSolver:
         base = {k: DEFAULTS[k] for k in ("eps_abs", "eps_rel", "max_iters", "verbose")}
         self.settings = {**base, **settings}
 
-    def settings_for(self, program: ConeProgram) -> dict[str, Any]:
-        """The settings one solve of ``program`` uses: unless the user chose a linear solver,
-        the one for its size and tolerance."""
+    @property
+    def eps(self) -> float:
+        return max(self.settings["eps_abs"], self.settings["eps_rel"])
+
+    def settings_for(self, program: ConeProgram, eps: float | None = None) -> dict[str, Any]:
+        """The settings one solve of ``program`` uses: tolerances tightened to ``eps`` and, unless
+        the user chose a linear solver, the one for its size and tolerance."""
         settings = dict(self.settings)
+        for key in ("eps_abs", "eps_rel"):
+            settings[key] = tightened(settings[key], eps)
         tightest = min(settings["eps_abs"], settings["eps_rel"])
         settings.setdefault("linear_solver", default_linear_solver(program, tightest))
         return settings
 
-    def _build(self, program: ConeProgram) -> scs.SCS:
+    def _build(self, program: ConeProgram, eps: float | None) -> scs.SCS:
         data = {"A": program.A, "b": program.b, "c": program.c}
         if program.P is not None:
             data["P"] = program.P
-        return scs.SCS(data, cone_dict(program.dims), **self.settings_for(program))
+        return scs.SCS(data, cone_dict(program.dims), **self.settings_for(program, eps))
 
     def solve(
         self,
         program: ConeProgram,
         warm_start: Solution | None = None,
         workspace: Workspace | None = None,
+        eps: float | None = None,
     ) -> Solution:
         del workspace  # never reused: see reuses_workspace
-        solver = self._build(program)
+        solver = self._build(program, eps)
         if warm_start is not None:
             result = solver.solve(True, warm_start.x, warm_start.y, warm_start.s)
         else:
