@@ -173,21 +173,26 @@ class Abandoned(Exception):
 
 
 class Stoppable:
-    """A solver that refuses new solves once ``stop`` is set, so that the chunks of an
-    interrupted call that are already running end at their next item instead of running on."""
+    """A solver whose interrupted solve (SCS turns Ctrl-C into a status) raises KeyboardInterrupt,
+    wherever it runs; in this process it also refuses new solves once ``stop`` is set, so that the
+    chunks of an interrupted call that are already running end at their next item. In another
+    process ``stop`` is None (an Event does not pickle)."""
 
-    def __init__(self, solver: Any, stop: threading.Event):
+    def __init__(self, solver: Any, stop: threading.Event | None):
         self._solver, self._stop = solver, stop
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # unpickling looks up hooks before _solver exists
+            raise AttributeError(name)
         return getattr(self._solver, name)
 
     def solve(self, program: Any, warm_start: Any = None, workspace: Any = None, eps: Any = None) -> Any:
-        if self._stop.is_set():
+        if self._stop is not None and self._stop.is_set():
             raise Abandoned
         solution = self._solver.solve(program, warm_start=warm_start, workspace=workspace, eps=eps)
-        if solution.status == INTERRUPTED:  # SCS turns Ctrl-C into a status: stop the whole call
-            self._stop.set()
+        if solution.status == INTERRUPTED:  # stop the whole call
+            if self._stop is not None:
+                self._stop.set()
             raise KeyboardInterrupt(f"{self._solver.name} was interrupted (Ctrl-C).")
         return solution
 

@@ -85,17 +85,21 @@ class CvxpyLayer(torch.nn.Module):
             raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}.")
         self.on_failure = on_failure
         self.executor, self.chunks = check_executor(executor, chunks), chunks
-        if self.executor is None and peer.forward_workers is not None:
-            self.executor = thread_pool(peer.forward_workers)
-        self.backward_executor = None if peer.backward_workers is None else thread_pool(peer.backward_workers)
+        if self.executor is None:
+            self.executor = _pool(peer.forward_workers)
+        self.backward_executor = _pool(peer.backward_workers)
         self.problem = problem
         self.canon_backend = canon_backend
         form = self.gradient.conic_form(make_solver(self.solver, self.solver_args))  # validates settings
         self.cvxpy_parameters, self.variables = check_problem(
             problem, parameters, variables, allow_param_quad_form=form.quad_obj, solver=self.solver
         )
-        self._compiled: dict[ConicForm, CompiledProblem] = {}
-        self._compiled_for(form, self.solver)
+        # Validated just above for this form; other forms are checked when first compiled.
+        self._compiled = {
+            form: compile_problem(problem, self.cvxpy_parameters, self.variables, form, canon_backend)
+        }
+        # The parameter of each entry of the flat parameter vector, for messages.
+        self._entry_names = tuple(name for p in self.cvxpy_parameters for name in [p.name()] * p.size)
         self._warm_starts: dict[ConicForm, list[Solution]] = {}
         self.last_statuses: list[str] = []  # per item of the last call: the normalized status
         self.last_iterations: list[int] = []  # and the solver's iteration count
@@ -148,12 +152,10 @@ class CvxpyLayer(torch.nn.Module):
         form = method.conic_form(solver)
         if self.executor is None and peer.forward_workers is None:
             warn_if_ranks_share_cores()
-        executor = self.executor or default_executor()
-        if peer.forward_workers is not None:
-            executor = thread_pool(peer.forward_workers)
-        backward_executor = self.backward_executor or executor
-        if peer.backward_workers is not None:
-            backward_executor = thread_pool(peer.backward_workers)
+        executor = _first(_pool(peer.forward_workers), self.executor)
+        if executor is None:
+            executor = default_executor()
+        backward_executor = _first(_pool(peer.backward_workers), self.backward_executor, executor)
         call = LayerCall(
             compiled=self._compiled_for(form, name),
             solver=solver,
@@ -162,7 +164,7 @@ class CvxpyLayer(torch.nn.Module):
             executor=executor,
             backward_executor=backward_executor,
             chunks=self.chunks,
-            parameter_names=tuple(name for p in self.cvxpy_parameters for name in [p.name()] * p.size),
+            parameter_names=self._entry_names,
             warm_starts=self._warm_starts.get(form) if warm_start else None,
         )
         # Decided here: inside the Function's forward, grad mode is always off.
@@ -186,6 +188,16 @@ class CvxpyLayer(torch.nn.Module):
     def extra_repr(self) -> str:
         names = [p.name() for p in self.cvxpy_parameters]
         return f"solver={self.solver!r}, gradient={self.gradient!r}, parameters={names}"
+
+
+def _pool(workers: int | None) -> Executor | None:
+    """The thread pool that cvxpylayers' ``n_jobs_forward`` / ``n_jobs_backward`` ask for, if any."""
+    return None if workers is None else thread_pool(workers)
+
+
+def _first(*executors: Executor | None) -> Executor | None:
+    """The first executor given: a call's n_jobs_* key before the layer's own."""
+    return next((e for e in executors if e is not None), None)
 
 
 def _one_of(name: str, value: object, peer_key: str, peer_value: object) -> object:

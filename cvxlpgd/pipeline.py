@@ -59,8 +59,9 @@ class LayerCall:
 
     @property
     def _chunk_solver(self) -> ConeSolver:
-        """In this process, a solver that the call can stop; elsewhere the plain (picklable) one."""
-        return Stoppable(self.solver, self.stop) if in_process(self.executor) else self.solver
+        """The solver the chunks use: one that turns an interrupted solve into KeyboardInterrupt,
+        and in this process one that the call can stop."""
+        return Stoppable(self.solver, self.stop if in_process(self.executor) else None)
 
     @property
     def solutions(self) -> list[Solution]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import scipy.sparse as sp
 
-from cvxlpgd.cone import INTERRUPTED, ConeProgram, Solution
+from cvxlpgd.cone import ConeProgram, Solution
 from cvxlpgd.errors import warn_user
 from cvxlpgd.gradients.base import ChunkGradient, SolvedChunk
 from cvxlpgd.gradients.lpgd import (
@@ -92,12 +92,7 @@ class AdaptiveLPGD(Resolving):
                 b = base.b if b_shift is None else base.b + b_shift
                 shifted_program = replace(base, c=base.c + c_shift, b=b)
                 eps = resolve_eps(c_shift, b_shift)  # the small step is near the solver's accuracy
-                z = solver.solve(shifted_program, warm_start=star, workspace=workspace, eps=eps)
-                if z.status == INTERRUPTED:
-                    raise KeyboardInterrupt(
-                        f"{solver.name} was interrupted (Ctrl-C) during an LPGD re-solve."
-                    )
-                return z
+                return solver.solve(shifted_program, warm_start=star, workspace=workspace, eps=eps)
 
             item_dy = None if dy is None else dy[i]
             grad, report = self.item_gradient(program, base, star, dx[i], item_dy, shifted)

@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from cvxlpgd.cone import INFEASIBLE, INTERRUPTED, ConeProgram, Solution
+from cvxlpgd.cone import INFEASIBLE, ConeProgram, Solution
 from cvxlpgd.errors import PerturbedSolveError, warn_user
 from cvxlpgd.gradients.base import ChunkGradient, SolvedChunk
 from cvxlpgd.program import ConeStructure, ConicForm, DataGradient, ProgramBatch
@@ -107,8 +107,6 @@ class LPGD(Resolving):
             grad, bad = self._item_gradient(
                 solver, program.structure, base, P_rho, star, dx[i], item_dy, workspace, eps
             )
-            if INTERRUPTED in bad.values():
-                raise KeyboardInterrupt(f"{solver.name} was interrupted (Ctrl-C) during an LPGD re-solve.")
             if INFEASIBLE in bad.values() and dy is not None and _HINT not in problems:
                 hint = dependent_equalities(base)
                 if hint:
