@@ -24,10 +24,11 @@ from cvxlpgd.gradients.lpgd import (
     Resolving,
     Side,
     _real,
-    dependent_equalities,
     lpgd_item_gradient,
+    note_dependent_equalities,
     resolve_eps,
     resolve_workspace,
+    split_hints,
 )
 from cvxlpgd.program import ConeStructure, DataGradient, ProgramBatch
 from cvxlpgd.solvers.base import ConeSolver
@@ -99,10 +100,8 @@ class AdaptiveLPGD(Resolving):
             grads.append(grad)
             if report.failed_solves:
                 reports[start + i] = report
-            if report.lost and item_dy is not None and _HINT not in reports:
-                hint = dependent_equalities(base)
-                if hint:
-                    reports[_HINT] = hint
+            if report.lost and item_dy is not None:
+                note_dependent_equalities(reports, base)
         return ChunkGradient(grads, reports)
 
     def item_gradient(
@@ -167,8 +166,8 @@ class AdaptiveLPGD(Resolving):
 
     def report(self, results: list[ChunkGradient], raise_errors: bool) -> None:
         """One warning per call with the counts; the failed re-solves were handled per item."""
-        reports = [report for r in results for key, report in r.problems.items() if key != _HINT]
-        hints = {r.problems[_HINT] for r in results if _HINT in r.problems}
+        hints, by_item = split_hints(results)
+        reports = list(by_item.values())
         if not reports:
             return
         counts = {
@@ -182,16 +181,8 @@ class AdaptiveLPGD(Resolving):
         warn_user(
             f"{failed} perturbed re-solve(s) of the default LPGD gradient were infeasible or unbounded "
             f"in a batch of {total}; {detail}. {' '.join(sorted(hints))}".rstrip(),
-            {
-                i: f"{s.failed_solves} failed re-solve(s)"
-                for r in results
-                for i, s in r.problems.items()
-                if i != _HINT
-            },
+            {i: f"{s.failed_solves} failed re-solve(s)" for i, s in by_item.items()},
         )
-
-
-_HINT = "dependent equalities"
 
 
 @dataclass

@@ -107,10 +107,8 @@ class LPGD(Resolving):
             grad, bad = self._item_gradient(
                 solver, program.structure, base, P_rho, star, dx[i], item_dy, workspace, eps
             )
-            if INFEASIBLE in bad.values() and dy is not None and _HINT not in problems:
-                hint = dependent_equalities(base)
-                if hint:
-                    problems[_HINT] = hint
+            if INFEASIBLE in bad.values() and dy is not None:
+                note_dependent_equalities(problems, base)
             grads.append(grad)
             problems.update({(start + i, sign): status for sign, status in bad.items()})
         return ChunkGradient(grads, problems)
@@ -168,8 +166,7 @@ class LPGD(Resolving):
         """Failed re-solves: raise (or warn) for items left without a gradient; warn once for
         items that fell back to one side."""
         grads = [g for r in results for g in r.grads]
-        hints = {r.problems[_HINT] for r in results if _HINT in r.problems}
-        problems = {key: status for r in results for key, status in r.problems.items() if key != _HINT}
+        hints, problems = split_hints(results)
         weak = {key[0]: text for key, text in problems.items() if key[1] == _WEAK}
         if weak:
             listed = ", ".join(f"item {i}: {text}" for i, text in list(weak.items())[:_MAX_LISTED])
@@ -213,7 +210,22 @@ class LPGD(Resolving):
             )
 
 
-_HINT = "dependent equalities"
+_HINT = "dependent equalities"  # a chunk's problems note under this key why re-solves failed
+
+
+def note_dependent_equalities(problems: dict, program: ConeProgram) -> None:
+    """Once per chunk: note it when dependent equality rows explain infeasible re-solves."""
+    if _HINT not in problems:
+        hint = dependent_equalities(program)
+        if hint:
+            problems[_HINT] = hint
+
+
+def split_hints(results: list[ChunkGradient]) -> tuple[set[str], dict]:
+    """A call's notes on dependent equalities, and its per-item problems without them."""
+    hints = {r.problems[_HINT] for r in results if _HINT in r.problems}
+    problems = {key: value for r in results for key, value in r.problems.items() if key != _HINT}
+    return hints, problems
 
 
 def solve_chunk(
