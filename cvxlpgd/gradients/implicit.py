@@ -93,30 +93,18 @@ class Implicit:
         m, n = program.A.shape
         method = _DIFFCP_SOLVERS[solver.name]
         differentiable = differentiable and not program.dims.power  # diffcp has no power cone
+        data = (program.A.copy(), program.b, program.c, cone_dict(program.dims))
+        options = {
+            "solve_method": method,
+            "warm_start": None if warm is None else (warm.x, warm.y, warm.s),
+            "raise_on_error": False,
+            **solver.settings,
+        }
         if differentiable:
             mode = self.mode if self.mode != "auto" else ("dense" if m + n <= DENSE_LIMIT else "lsqr")
-            result = diffcp.solve_and_derivative_internal(
-                program.A.copy(),
-                program.b,
-                program.c,
-                cone_dict(program.dims),
-                mode=mode,
-                solve_method=method,
-                warm_start=None if warm is None else (warm.x, warm.y, warm.s),
-                raise_on_error=False,
-                **solver.settings,
-            )
+            result = diffcp.solve_and_derivative_internal(*data, mode=mode, **options)
         else:
-            result = solve_internal(
-                program.A.copy(),
-                program.b,
-                program.c,
-                cone_dict(program.dims),
-                solve_method=method,
-                warm_start=None if warm is None else (warm.x, warm.y, warm.s),
-                raise_on_error=False,
-                **solver.settings,
-            )
+            result = solve_internal(*data, **options)
         info = result["info"]
         status = (
             scs_status(info) if method == "SCS" else _CLARABEL_TEXT.get(info["status"].lower(), SOLVER_ERROR)
