@@ -28,11 +28,14 @@ T = TypeVar("T")
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
+# Read once: os.cpu_count() costs about 10 us a call here, and the default pool is looked
+# up on every layer call.
+_CORES = os.cpu_count() or 1
 
 
 def thread_pool(workers: int = -1) -> ThreadPoolExecutor:
     """A process-wide thread pool with ``workers`` threads (-1: one per core), made on first use."""
-    size = (os.cpu_count() or 1) if workers == -1 else workers
+    size = _CORES if workers == -1 else workers
     with _pools_lock:
         if size not in _pools:
             _pools[size] = ThreadPoolExecutor(max_workers=size, thread_name_prefix="cvxlpgd")

@@ -76,7 +76,12 @@ class AffineMap:
 
     def adjoint(self, grad: np.ndarray) -> np.ndarray:
         """(B, k) -> (B, p): the transpose of ``apply`` without its offset."""
-        return (self.matrix.T @ grad.T).T
+        return (self._transposed @ grad.T).T
+
+    @cached_property
+    def _transposed(self) -> sp.csr_array:
+        """Built once, not on every backward."""
+        return sp.csr_array(self.matrix.T)
 
 
 @dataclass(frozen=True)
@@ -265,8 +270,13 @@ class Recovery:
         """One (B, *shape) gradient per output -> (dx (B, n), dy (B, m))."""
         batch = grads[0].shape[0]
         flat = np.hstack([g.reshape(batch, -1) for g in grads])
-        dz = (self.matrix.T @ flat.T).T
+        dz = (self._transposed @ flat.T).T
         return dz[:, : self.n], dz[:, self.n :]
+
+    @cached_property
+    def _transposed(self) -> sp.csr_array:
+        """Built once, not on every backward."""
+        return sp.csr_array(self.matrix.T)
 
     @cached_property
     def uses_duals(self) -> bool:

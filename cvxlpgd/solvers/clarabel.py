@@ -102,9 +102,7 @@ class ClarabelSolver:
     def _build(self, program: ConeProgram, settings: clarabel.DefaultSettings) -> clarabel.DefaultSolver:
         n = program.c.size
         P = program.P if program.P is not None else sp.csc_array((n, n))
-        return clarabel.DefaultSolver(
-            sp.csc_matrix(P), program.c, sp.csc_matrix(program.A), program.b, cones(program.dims), settings
-        )
+        return clarabel.DefaultSolver(P, program.c, program.A, program.b, cones(program.dims), settings)
 
     def solve(
         self,
