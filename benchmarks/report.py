@@ -168,6 +168,7 @@ def _summary(ix: Index, titles: dict[str, str]) -> list[str]:
                     _fmt(g("lpgd-upper", "backward")),
                     _fmt(g("lpgd-central", "backward")),
                     _fmt(g("lpgd-lower", "total")),
+                    _fmt(g("default", "total")),
                     _fmt(g("implicit", "total")),
                     _fmt(g("cvxpylayers", "total")),
                 ]
@@ -185,6 +186,7 @@ def _summary(ix: Index, titles: dict[str, str]) -> list[str]:
                 "bwd upper",
                 "bwd central",
                 "f+b lower",
+                "f+b default",
                 "f+b implicit",
                 "f+b cvxpylayers",
             ],

@@ -3,12 +3,14 @@
 Variants per (problem, solver, batch):
 
 * ``lpgd-lower`` / ``lpgd-upper`` / ``lpgd-central``: cvxlpgd forward + LPGD backward (tau=1, rho=0);
+* ``default``: cvxlpgd with no gradient chosen (``AdaptiveLPGD``: a small central step, and a
+  large one for the blocks it leaves degenerate; 2 to 4 re-solves per item);
 * ``implicit``: cvxlpgd with ``gradient="implicit"`` (diffcp);
 * ``cvxpylayers``: cvxpylayers 1.x, default diffcp path, same solver via ``solve_method``;
 * ``raw-build`` / ``raw-update``: the layer's conic data solved by scs / clarabel directly.
 
 Every repeat runs each variant once, in a fixed order that alternates cvxlpgd and the peer
-(lower, cvxpylayers, upper, central, implicit, raw-build, raw-update), so slow drifts of a
+(lower, cvxpylayers, upper, central, default, implicit, raw-build, raw-update), so slow drifts of a
 shared machine hit all variants alike.
 """
 
@@ -34,7 +36,16 @@ PEER_ARGS: dict[str, dict] = {
     "CLARABEL": {"solve_method": "Clarabel"},
 }
 LPGD_SIDES = ("lower", "upper", "central")
-ORDER = ("lpgd-lower", "cvxpylayers", "lpgd-upper", "lpgd-central", "implicit", "raw-build", "raw-update")
+ORDER = (
+    "lpgd-lower",
+    "cvxpylayers",
+    "lpgd-upper",
+    "lpgd-central",
+    "default",
+    "implicit",
+    "raw-build",
+    "raw-update",
+)
 
 
 def load_peer() -> tuple[type | None, str]:
@@ -91,6 +102,9 @@ def _variants(
         calls[f"lpgd-{side}"] = lambda s, g=grad: time_layer(
             lambda *p: layer(*p, gradient=g), values, weights, s
         )
+    # What a user gets without choosing: AdaptiveLPGD (a small central step, plus a large one
+    # for the blocks it leaves degenerate).
+    calls["default"] = lambda s: time_layer(layer, values, weights, s)
     calls["implicit"] = lambda s: time_layer(lambda *p: layer(*p, gradient="implicit"), values, weights, s)
     if peer is not None:
         calls["cvxpylayers"] = lambda s: time_layer(peer, values, weights, s)
