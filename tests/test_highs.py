@@ -3,6 +3,8 @@ and against the formula from direct solves, warm re-solves, mixed-integer layers
 
 from __future__ import annotations
 
+import threading
+
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -165,6 +167,32 @@ def test_milp_layer_equals_cvxpy_highs() -> None:
         np.testing.assert_allclose(g, e, atol=1e-7)
     assert np.allclose(got[0], np.round(got[0])) and got[0].max() > 0.5  # integral, not all zero
     assert got[3] == pytest.approx(2.5)  # the column bound CVXPY moved out of A is honoured
+
+
+@pytest.mark.timeout(120)
+def test_layer_after_the_users_own_highs_solve_on_the_same_thread() -> None:
+    """HiGHS sizes a per-thread task scheduler at the first run on a thread: the user's
+    ``problem.solve(solver=cp.HIGHS, threads=2)`` (say, to compute true optima for a regret), then
+    the layer on that thread (a batch of one runs on the calling thread) made every solve fail
+    ("Not Set") before the layer adopted the scheduler it finds."""
+    problem, params, variables, values = _knapsack()
+    results: dict[str, list[np.ndarray]] = {}
+
+    def on_fresh_thread() -> None:
+        for p, v in zip(params, values, strict=True):
+            p.value = v
+        problem.solve(solver=cp.HIGHS, threads=2)
+        results["cvxpy"] = [np.asarray(v.value) for v in variables]
+        layer = CvxpyLayer(problem, params, variables, solver="HIGHS", gradient=LPGD(tau=1.0, side="lower"))
+        results["layer"] = [t.numpy() for t in layer(*[torch.tensor(v) for v in values])]
+        results["statuses"] = layer.last_statuses
+
+    thread = threading.Thread(target=on_fresh_thread)
+    thread.start()
+    thread.join()
+    assert results["statuses"] == ["optimal"]
+    for got, expected in zip(results["layer"], results["cvxpy"], strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-7)
 
 
 @pytest.mark.timeout(120)

@@ -194,7 +194,13 @@ class HighsSolver:
             highs.setSolution(n, _indices(n), warm_start.x)
         if start is not None and "simplex_strategy" not in self.settings:
             highs.setOptionValue("simplex_strategy", _PRIMAL if np.array_equal(start.b, program.b) else _DUAL)
-        highs.run()
+        if highs.run() == highspy.HighsStatus.kError and "threads" not in self.settings:
+            # HiGHS keeps one task scheduler per thread, sized by the first run on that thread; a
+            # run asking for another size fails before it starts ("Not Set"). That happens on a
+            # thread where the user solved with HiGHS first (cp.HIGHS uses HiGHS's default size),
+            # so the next run on it takes the scheduler that is there.
+            highs.setOptionValue("threads", 0)
+            highs.run()
         return model.solution(program)
 
 
