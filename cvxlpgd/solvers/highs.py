@@ -29,7 +29,7 @@ from cvxlpgd.cone import (
     Solution,
 )
 from cvxlpgd.solvers.base import Workspace, check_cones, check_settings, split_common, types_of
-from cvxlpgd.solvers.highs_bounds import BoundRows
+from cvxlpgd.solvers.highs_bounds import BoundRows, ColumnBounds
 
 
 def _construct_once_quietly() -> None:
@@ -141,15 +141,16 @@ class HighsSolver:
         integrality = program.integrality
         bounds = BoundRows.of(program)
         if integrality is None:
-            model = _Model(highs, bounds, np.full(n, -np.inf), np.full(n, np.inf))
+            model = _Model(highs, bounds, np.full(n, -np.inf), np.full(n, np.inf), program.A.shape[0])
         else:
-            model = _Model(highs, bounds, integrality.lower, integrality.upper)
+            model = _Model(highs, bounds, integrality.lower, integrality.upper, program.A.shape[0])
         A = sp.csc_array(sp.csr_array(program.A)[bounds.kept])
         lp = highspy.HighsLp()
         lp.num_col_, lp.num_row_ = n, A.shape[0]
         lp.col_cost_ = program.c
+        model.set_rhs(program.b)
         lp.row_lower_, lp.row_upper_ = model.row_bounds(program)
-        lp.col_lower_, lp.col_upper_ = model.column_bounds(program)
+        lp.col_lower_, lp.col_upper_ = model.columns.lower, model.columns.upper
         if integrality is not None:
             kinds = np.full(n, highspy.HighsVarType.kContinuous)
             kinds[integrality.integer] = highspy.HighsVarType.kInteger
@@ -157,7 +158,7 @@ class HighsSolver:
         lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
         lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = A.indptr, A.indices, A.data
         highs.passModel(lp)
-        model.c, model.b = program.c.copy(), program.b.copy()
+        model.c = program.c.copy()
         if program.P is not None:
             if integrality is not None:
                 raise ValueError(
@@ -257,9 +258,16 @@ class _Model:
     bounds: BoundRows
     lower: np.ndarray  # column bounds that are not rows of A (mixed-integer problems)
     upper: np.ndarray
+    m: int  # rows of the conic program's A
     start: _Start | None = None  # the basis HiGHS holds after the last LP solve
     c: np.ndarray | None = None  # the costs and right-hand side it holds
     b: np.ndarray | None = None
+    columns: ColumnBounds | None = None  # what b makes of the bound rows
+
+    def set_rhs(self, b: np.ndarray) -> None:
+        """Remember ``b`` and the column bounds it gives (HiGHS is told by the caller)."""
+        self.b = b.copy()
+        self.columns = self.bounds.column_bounds(b, self.lower, self.upper)
 
     def row_bounds(self, program: ConeProgram) -> tuple[np.ndarray, np.ndarray]:
         """Zero-cone rows are equalities ``A_i x = b_i``, nonnegative-cone rows ``A_i x <= b_i``."""
@@ -267,9 +275,6 @@ class _Model:
         upper = program.b[kept]
         lower = np.where(kept < program.dims.zero, upper, -np.inf)
         return lower, upper
-
-    def column_bounds(self, program: ConeProgram) -> tuple[np.ndarray, np.ndarray]:
-        return self.bounds.column_bounds(program.b, self.lower, self.upper)
 
     def update(self, program: ConeProgram) -> None:
         """Change what differs from the program HiGHS holds (an LPGD re-solve of a cost
@@ -279,37 +284,40 @@ class _Model:
             self.highs.changeColsCost(n, _indices(n), program.c)
             self.c = program.c.copy()
         if not np.array_equal(program.b, self.b):
+            self.set_rhs(program.b)
             self.highs.changeRowsBounds(rows, _indices(rows), *self.row_bounds(program))
-            self.highs.changeColsBounds(n, _indices(n), *self.column_bounds(program))
-            self.b = program.b.copy()
+            self.highs.changeColsBounds(n, _indices(n), self.columns.lower, self.columns.upper)
 
     def solution(self, program: ConeProgram) -> Solution:
-        highs = self.highs
+        """The solution HiGHS holds for ``program``, the one it was just given: read once, as
+        float arrays (a typed conversion of HiGHS's lists costs half an untyped one)."""
+        highs, bounds, b = self.highs, self.bounds, program.b
         raw = highs.getModelStatus()
-        info = highs.getInfo()
         mixed_integer = program.integrality is not None
         if raw in _LIMITS:
-            has_point = info.primal_solution_status == highspy.kSolutionStatusFeasible
+            has_point = highs.getInfoValue("primal_solution_status")[1] == highspy.kSolutionStatusFeasible
             status = OPTIMAL_INACCURATE if mixed_integer and has_point else ITERATION_LIMIT
         else:
             status = _STATUS.get(raw, SOLVER_ERROR)
-        m, n = program.A.shape
-        x, y, s, basis = np.full(n, np.nan), np.full(m, np.nan), np.full(m, np.nan), None
+        m, basis = self.m, None
         self.start = None  # until an optimal LP basis says otherwise
         if status in (OPTIMAL, OPTIMAL_INACCURATE):
             result = highs.getSolution()
-            x = np.array(result.col_value)
-            s[self.bounds.kept] = program.b[self.bounds.kept] - np.array(result.row_value)
-            s[self.bounds.rows] = self.bounds.slack(program.b, x)
-            # Constraint duals are not defined for a mixed-integer problem: zeros (no gradient uses them).
-            y = np.zeros(m)
-            if not mixed_integer:
+            x = _floats(result.col_value)
+            s = np.empty(m)
+            s[bounds.kept] = b[bounds.kept] - _floats(result.row_value)
+            s[bounds.rows] = bounds.slack(b, x)
+            if mixed_integer:  # constraint duals are not defined: zeros (no gradient uses them)
+                y = np.zeros(m)
+            else:
                 # HiGHS: c + Px - A'r - d = 0;  cvxlpgd: c + Px + A'y = 0 with y >= 0 on A_i x <= b_i.
-                y[self.bounds.kept] = -np.array(result.row_dual)
-                lower, upper = self.column_bounds(program)
-                y[self.bounds.rows] = self.bounds.duals(program.b, lower, upper, np.array(result.col_dual))
-                basis = self.start = _Start(Basis(highs.getBasis()), program.b.copy())
-        iterations = info.simplex_iteration_count + info.qp_iteration_count + info.ipm_iteration_count
+                y = np.empty(m)
+                y[bounds.kept] = -_floats(result.row_dual)
+                y[bounds.rows] = bounds.duals(self.columns, _floats(result.col_dual))
+                basis = self.start = _Start(Basis(highs.getBasis()), self.b)
+        else:
+            x, y, s = np.full(program.c.size, np.nan), np.full(m, np.nan), np.full(m, np.nan)
+        iterations = sum(highs.getInfoValue(key)[1] for key in _ITERATION_COUNTS)
         return Solution(
             x=x,
             y=y,
@@ -319,3 +327,10 @@ class _Model:
             iterations=int(max(iterations, 0)),
             basis=basis,
         )
+
+
+_ITERATION_COUNTS = ("simplex_iteration_count", "qp_iteration_count", "ipm_iteration_count")
+
+
+def _floats(values: list[float]) -> np.ndarray:
+    return np.array(values, dtype=np.float64)
