@@ -190,22 +190,30 @@ def test_milp_layer_equals_cvxpy_highs() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_layer_after_the_users_own_highs_solve_on_the_same_thread() -> None:
-    """HiGHS sizes a per-thread task scheduler at the first run on a thread: the user's
-    ``problem.solve(solver=cp.HIGHS, threads=2)`` (say, to compute true optima for a regret), then
-    the layer on that thread (a batch of one runs on the calling thread) made every solve fail
-    ("Not Set") before the layer adopted the scheduler it finds."""
+@pytest.mark.parametrize("users_solve_first", [True, False])
+def test_layer_and_the_users_own_highs_solves_share_a_thread(users_solve_first: bool) -> None:
+    """HiGHS sizes a per-thread task scheduler at the first run on a thread, and a run asking for
+    another size fails ("Not Set"). Both orders on one of the user's threads (a batch of one runs
+    on the calling thread): ``problem.solve(solver=cp.HIGHS, threads=2)`` (say, the true optima
+    for a regret) then the layer made every layer solve fail; the layer then the user's solve
+    made the user's fail, while the layer asked HiGHS for one thread."""
     problem, params, variables, values = _knapsack()
-    results: dict[str, list[np.ndarray]] = {}
+    results: dict[str, object] = {}
 
-    def on_fresh_thread() -> None:
+    def users_solve() -> None:
         for p, v in zip(params, values, strict=True):
             p.value = v
         problem.solve(solver=cp.HIGHS, threads=2)
         results["cvxpy"] = [np.asarray(v.value) for v in variables]
+
+    def on_fresh_thread() -> None:
+        if users_solve_first:
+            users_solve()
         layer = CvxpyLayer(problem, params, variables, solver="HIGHS", gradient=LPGD(tau=1.0, side="lower"))
         results["layer"] = [t.numpy() for t in layer(*[torch.tensor(v) for v in values])]
         results["statuses"] = layer.last_statuses
+        if not users_solve_first:
+            users_solve()
 
     thread = threading.Thread(target=on_fresh_thread)
     thread.start()

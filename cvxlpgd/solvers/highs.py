@@ -18,6 +18,7 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
+from cvxlpgd.batch import on_callers_thread
 from cvxlpgd.cone import (
     INFEASIBLE,
     ITERATION_LIMIT,
@@ -53,8 +54,8 @@ DEFAULTS: dict[str, Any] = {
     for name in dir(_DEFAULT_OPTIONS)
     if not name.startswith("_") and not callable(getattr(_DEFAULT_OPTIONS, name))
 }
-# The layer runs items in parallel itself; HiGHS's own threads would compete with it.
-_BASE_OPTIONS: dict[str, Any] = {"output_flag": False, "threads": 1}
+# The layer runs items in parallel itself; HiGHS's threads: see HighsSolver._run.
+_BASE_OPTIONS: dict[str, Any] = {"output_flag": False}
 _TOLERANCES = (
     "primal_feasibility_tolerance",
     "dual_feasibility_tolerance",
@@ -195,14 +196,24 @@ class HighsSolver:
             highs.setSolution(n, _indices(n), warm_start.x)
         if start is not None and "simplex_strategy" not in self.settings:
             highs.setOptionValue("simplex_strategy", _PRIMAL if np.array_equal(start.b, program.b) else _DUAL)
-        if highs.run() == highspy.HighsStatus.kError and "threads" not in self.settings:
-            # HiGHS keeps one task scheduler per thread, sized by the first run on that thread; a
-            # run asking for another size fails before it starts ("Not Set"). That happens on a
-            # thread where the user solved with HiGHS first (cp.HIGHS uses HiGHS's default size),
-            # so the next run on it takes the scheduler that is there.
+        self._run(highs)
+        return model.solution(program)
+
+    def _run(self, highs: highspy.Highs) -> None:
+        """HiGHS keeps one task scheduler per thread, sized by the first run on that thread, and a
+        later run asking for another size fails before it starts ("Not Set"). So on the thread
+        that called the layer, the user's, a run takes HiGHS's default (the scheduler there, or
+        the one ``cp.HIGHS`` would make: the user's own solves on it work as before); on an
+        executor's workers, which run items in parallel, one thread each. A size the user chose
+        is left as it is."""
+        if "threads" in self.settings:
+            highs.run()
+            return
+        worker = not on_callers_thread()
+        highs.setOptionValue("threads", 1 if worker else 0)
+        if highs.run() == highspy.HighsStatus.kError and worker:  # a scheduler of another size is there
             highs.setOptionValue("threads", 0)
             highs.run()
-        return model.solution(program)
 
 
 # Basis status codes and back, by table: converting each status through int() costs 10x more.
