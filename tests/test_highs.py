@@ -4,6 +4,7 @@ and against the formula from direct solves, warm re-solves, mixed-integer layers
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import cvxpy as cp
 import numpy as np
@@ -221,6 +222,40 @@ def test_layer_and_the_users_own_highs_solves_share_a_thread(users_solve_first: 
     assert results["statuses"] == ["optimal"]
     for got, expected in zip(results["layer"], results["cvxpy"], strict=True):
         np.testing.assert_allclose(got, expected, atol=1e-7)
+
+
+@pytest.mark.timeout(120)
+def test_milp_results_do_not_depend_on_the_executor_or_thread() -> None:
+    """A branch and bound depends on HiGHS's thread count (on this knapsack batch, 628 against
+    857 simplex iterations for one item), so every run uses one thread: in the calling thread,
+    on pool workers, in worker processes, and on a thread where the user ran HiGHS with two."""
+    loky = pytest.importorskip("loky")
+    rng = np.random.default_rng(0)
+    n = 30
+    weights = rng.uniform(1.0, 5.0, (3, n))
+    value, pick = cp.Parameter(n), cp.Variable(n, boolean=True)
+    problem = cp.Problem(cp.Maximize(value @ pick), [weights @ pick <= weights.sum(axis=1) / 3])
+    values = torch.tensor(rng.uniform(0.5, 2.0, (8, n)))
+
+    def solve(executor=None) -> np.ndarray:
+        layer = CvxpyLayer(problem, [value], [pick], solver="HIGHS", executor=executor)
+        return layer(values)[0].numpy()
+
+    reference = solve()
+    with ThreadPoolExecutor(2) as pool:
+        np.testing.assert_array_equal(solve(pool), reference)
+    np.testing.assert_array_equal(solve(loky.get_reusable_executor(max_workers=2)), reference)
+    after_users: list[np.ndarray] = []
+
+    def on_users_thread() -> None:
+        value.value = values[0].numpy()
+        problem.solve(solver=cp.HIGHS, threads=2)
+        after_users.append(solve())
+
+    thread = threading.Thread(target=on_users_thread)
+    thread.start()
+    thread.join()
+    np.testing.assert_array_equal(after_users[0], reference)
 
 
 @pytest.mark.timeout(120)

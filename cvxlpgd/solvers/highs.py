@@ -54,8 +54,8 @@ DEFAULTS: dict[str, Any] = {
     for name in dir(_DEFAULT_OPTIONS)
     if not name.startswith("_") and not callable(getattr(_DEFAULT_OPTIONS, name))
 }
-# The layer runs items in parallel itself; HiGHS's threads: see HighsSolver._run.
-_BASE_OPTIONS: dict[str, Any] = {"output_flag": False}
+# The layer runs items in parallel itself, one HiGHS thread each (see HighsSolver._run).
+_BASE_OPTIONS: dict[str, Any] = {"output_flag": False, "threads": 1}
 _TOLERANCES = (
     "primal_feasibility_tolerance",
     "dual_feasibility_tolerance",
@@ -201,19 +201,20 @@ class HighsSolver:
 
     def _run(self, highs: highspy.Highs) -> None:
         """HiGHS keeps one task scheduler per thread, sized by the first run on that thread, and a
-        later run asking for another size fails before it starts ("Not Set"). So on the thread
-        that called the layer, the user's, a run takes HiGHS's default (the scheduler there, or
-        the one ``cp.HIGHS`` would make: the user's own solves on it work as before); on an
-        executor's workers, which run items in parallel, one thread each. A size the user chose
-        is left as it is."""
+        run asking for another size fails before it starts ("Not Set"). Every run here asks for
+        one thread (the layer runs items in parallel; and a mixed-integer search depends on the
+        thread count, so results would depend on the executor otherwise). On a thread where the
+        user's own HiGHS run made a scheduler of another size, it is reset first; and the thread
+        that called the layer, the user's, is left without one, so that the user's own solves on
+        it (``cp.HIGHS`` with any ``threads``) work afterwards. A size the user chose is kept."""
         if "threads" in self.settings:
             highs.run()
             return
-        worker = not on_callers_thread()
-        highs.setOptionValue("threads", 1 if worker else 0)
-        if highs.run() == highspy.HighsStatus.kError and worker:  # a scheduler of another size is there
-            highs.setOptionValue("threads", 0)
+        if highs.run() == highspy.HighsStatus.kError:  # this thread's scheduler has another size
+            highspy.Highs.resetThreadScheduler(True)
             highs.run()
+        if on_callers_thread():
+            highspy.Highs.resetThreadScheduler(True)
 
 
 # Basis status codes and back, by table: converting each status through int() costs 10x more.
