@@ -142,9 +142,9 @@ class HighsSolver:
         integrality = program.integrality
         bounds = BoundRows.of(program)
         if integrality is None:
-            model = _Model(highs, bounds, np.full(n, -np.inf), np.full(n, np.inf), program.A.shape[0])
+            model = _Model(highs, bounds, np.full(n, -np.inf), np.full(n, np.inf))
         else:
-            model = _Model(highs, bounds, integrality.lower, integrality.upper, program.A.shape[0])
+            model = _Model(highs, bounds, integrality.lower, integrality.upper)
         A = sp.csc_array(sp.csr_array(program.A)[bounds.kept])
         lp = highspy.HighsLp()
         lp.num_col_, lp.num_row_ = n, A.shape[0]
@@ -270,7 +270,6 @@ class _Model:
     bounds: BoundRows
     lower: np.ndarray  # column bounds that are not rows of A (mixed-integer problems)
     upper: np.ndarray
-    m: int  # rows of the conic program's A
     start: _Start | None = None  # the basis HiGHS holds after the last LP solve
     c: np.ndarray | None = None  # the costs and right-hand side it holds
     b: np.ndarray | None = None
@@ -311,7 +310,7 @@ class _Model:
             status = OPTIMAL_INACCURATE if mixed_integer and has_point else ITERATION_LIMIT
         else:
             status = _STATUS.get(raw, SOLVER_ERROR)
-        m, basis = self.m, None
+        m, basis = b.size, None
         self.start = None  # until an optimal LP basis says otherwise
         if status in (OPTIMAL, OPTIMAL_INACCURATE):
             result = highs.getSolution()

@@ -49,11 +49,11 @@ class BoundRows:
         coef = A.data[A.indptr[single]]
         single, coef = single[coef != 0], coef[coef != 0]
         kept = np.setdiff1d(np.arange(m), single)
-        cols = A.indices[A.indptr[single]]
-        key = cols * 2 + (coef < 0)
+        cols, is_lower = A.indices[A.indptr[single]], coef < 0
+        key = cols * 2 + is_lower
         has_ties = np.unique(key).size < key.size
         return cls(
-            rows=single, cols=cols, coef=coef, kept=kept, is_lower=coef < 0, n=n, has_ties=bool(has_ties)
+            rows=single, cols=cols, coef=coef, kept=kept, is_lower=is_lower, n=n, has_ties=bool(has_ties)
         )
 
     def column_bounds(self, b: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> ColumnBounds:
