@@ -3,8 +3,9 @@ and against the formula from direct solves, warm re-solves, mixed-integer layers
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import cvxpy as cp
 import numpy as np
@@ -19,6 +20,8 @@ from cvxlpgd.examples import grid_shortest_path, shortest_path_data
 from cvxlpgd.gradients.lpgd import perturbed_program
 from cvxlpgd.program import ConicForm
 from cvxlpgd.solvers.highs import HighsSolver
+
+T = TypeVar("T")
 
 
 def _parametrized_rhs_lp(seed: int):
@@ -199,29 +202,28 @@ def test_layer_and_the_users_own_highs_solves_share_a_thread(users_solve_first: 
     for a regret) then the layer made every layer solve fail; the layer then the user's solve
     made the user's fail, while the layer asked HiGHS for one thread."""
     problem, params, variables, values = _knapsack()
-    results: dict[str, object] = {}
 
-    def users_solve() -> None:
+    def users_solve() -> list[np.ndarray]:
         for p, v in zip(params, values, strict=True):
             p.value = v
         problem.solve(solver=cp.HIGHS, threads=2)
-        results["cvxpy"] = [np.asarray(v.value) for v in variables]
+        return [np.asarray(v.value) for v in variables]
 
-    def on_fresh_thread() -> None:
-        if users_solve_first:
-            users_solve()
+    def layer_solve() -> tuple[list[np.ndarray], list[str]]:
         layer = CvxpyLayer(problem, params, variables, solver="HIGHS", gradient=LPGD(tau=1.0, side="lower"))
-        results["layer"] = [t.numpy() for t in layer(*[torch.tensor(v) for v in values])]
-        results["statuses"] = layer.last_statuses
-        if not users_solve_first:
-            users_solve()
+        return [t.numpy() for t in layer(*[torch.tensor(v) for v in values])], layer.last_statuses
 
-    thread = threading.Thread(target=on_fresh_thread)
-    thread.start()
-    thread.join()
-    assert results["statuses"] == ["optimal"]
-    for got, expected in zip(results["layer"], results["cvxpy"], strict=True):
-        np.testing.assert_allclose(got, expected, atol=1e-7)
+    def both_on_one_thread() -> tuple[list[np.ndarray], tuple[list[np.ndarray], list[str]]]:
+        if users_solve_first:
+            expected = users_solve()
+            return expected, layer_solve()
+        got = layer_solve()
+        return users_solve(), got
+
+    expected, (got, statuses) = _on_a_fresh_thread(both_on_one_thread)
+    assert statuses == ["optimal"]
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, atol=1e-7)
 
 
 @pytest.mark.timeout(120)
@@ -245,17 +247,19 @@ def test_milp_results_do_not_depend_on_the_executor_or_thread() -> None:
     with ThreadPoolExecutor(2) as pool:
         np.testing.assert_array_equal(solve(pool), reference)
     np.testing.assert_array_equal(solve(loky.get_reusable_executor(max_workers=2)), reference)
-    after_users: list[np.ndarray] = []
 
-    def on_users_thread() -> None:
+    def after_users_solve() -> np.ndarray:
         value.value = values[0].numpy()
         problem.solve(solver=cp.HIGHS, threads=2)
-        after_users.append(solve())
+        return solve()
 
-    thread = threading.Thread(target=on_users_thread)
-    thread.start()
-    thread.join()
-    np.testing.assert_array_equal(after_users[0], reference)
+    np.testing.assert_array_equal(_on_a_fresh_thread(after_users_solve), reference)
+
+
+def _on_a_fresh_thread(work: Callable[[], T]) -> T:
+    """``work()`` on a new thread, as a user's own thread would run it; its exceptions propagate."""
+    with ThreadPoolExecutor(1) as fresh:
+        return fresh.submit(work).result()
 
 
 @pytest.mark.timeout(120)
