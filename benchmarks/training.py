@@ -14,14 +14,14 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 import torch
 
 from benchmarks.raw import RawBaseline, items_of
 from benchmarks.suite import SOLVER_ARGS
 from cvxlpgd import LPGD, CvxpyLayer
-from cvxlpgd.examples import grid_shortest_path, shortest_path_data
+from cvxlpgd.examples import ShortestPath, grid_shortest_path, shortest_path_data
 
 DFL_VARIANTS = ("forward", "lpgd-lower", "lpgd-central")
 
@@ -47,19 +47,24 @@ def _epoch(layer: CvxpyLayer, features: torch.Tensor, costs: torch.Tensor, varia
     return time.perf_counter() - t0
 
 
+def _path_layer(sp_problem: ShortestPath, solver: str, executor: Executor | None = None) -> CvxpyLayer:
+    """The shortest-path layer both timings use: costs in, flow out, the suite's solver settings."""
+    return CvxpyLayer(
+        sp_problem.problem,
+        [sp_problem.cost],
+        [sp_problem.flow],
+        solver=solver,
+        solver_args=SOLVER_ARGS[solver],
+        executor=executor,
+    )
+
+
 def dfl_epoch(solver: str, repeats: int, items: int = 1000, batch: int = 32) -> dict[str, float]:
     """Median seconds per epoch of each variant (variants alternate within each repeat)."""
     sp_problem = grid_shortest_path(5)
     features, costs = shortest_path_data(items, len(sp_problem.edges), seed=0)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        layer = CvxpyLayer(
-            sp_problem.problem,
-            [sp_problem.cost],
-            [sp_problem.flow],
-            solver=solver,
-            solver_args=SOLVER_ARGS[solver],
-            executor=pool,
-        )
+        layer = _path_layer(sp_problem, solver, pool)
         f, c = torch.tensor(features), torch.tensor(costs)
         samples: dict[str, list[float]] = {v: [] for v in DFL_VARIANTS}
         with warnings.catch_warnings():
@@ -78,13 +83,7 @@ def grid_sweep(
     results = []
     for grid in grids:
         sp_problem = grid_shortest_path(grid)
-        layer = CvxpyLayer(
-            sp_problem.problem,
-            [sp_problem.cost],
-            [sp_problem.flow],
-            solver=solver,
-            solver_args=SOLVER_ARGS[solver],
-        )
+        layer = _path_layer(sp_problem, solver)
         _, costs = shortest_path_data(batch, len(sp_problem.edges), seed=grid)
         programs = items_of(layer, costs)
         raw = RawBaseline(solver, SOLVER_ARGS[solver])
