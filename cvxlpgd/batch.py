@@ -212,14 +212,21 @@ class Stoppable:
         return getattr(self._solver, name)
 
     def solve(self, program: Any, warm_start: Any = None, workspace: Any = None, eps: Any = None) -> Any:
+        return self.guard(
+            lambda: self._solver.solve(program, warm_start=warm_start, workspace=workspace, eps=eps)
+        )
+
+    def guard(self, solve: Callable[[], T], status: Callable[[T], str] = lambda result: result.status) -> T:
+        """Run one solve (of the backend, or of another route such as diffcp's) under the rules
+        above: none once the call is stopped, and an interrupted one stops the call."""
         if self._stop is not None and self._stop.is_set():
             raise Abandoned
-        solution = self._solver.solve(program, warm_start=warm_start, workspace=workspace, eps=eps)
-        if solution.status == INTERRUPTED:  # stop the whole call
+        result = solve()
+        if status(result) == INTERRUPTED:  # stop the whole call
             if self._stop is not None:
                 self._stop.set()
             raise KeyboardInterrupt(f"{self._solver.name} was interrupted (Ctrl-C).")
-        return solution
+        return result
 
 
 def _submit(executor: Executor, fn: Callable[..., Any], args: tuple[Any, ...]) -> Future:

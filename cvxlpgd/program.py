@@ -7,6 +7,7 @@ worker. Every linear map names its forward ``apply`` and its transpose ``adjoint
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from functools import cached_property
 
 import numpy as np
@@ -102,8 +103,17 @@ class ConeStructure:
         return self.A.shape[0]
 
 
-# The blocks of conic data, in the order ``DataGradient`` and ``ProblemMaps`` name them.
-BLOCKS = ("A", "b", "c", "P")
+class Block(str, Enum):
+    """A block of conic data, named as ``DataGradient`` and ``ProblemMaps`` name their fields.
+    A ``str`` enum, so a block compares and hashes as its field name."""
+
+    A = "A"
+    b = "b"
+    c = "c"
+    P = "P"
+
+
+BLOCKS = tuple(Block)
 
 
 @dataclass(frozen=True)
@@ -117,10 +127,24 @@ class DataGradient:
     c: np.ndarray | None
     P: np.ndarray | None
 
-    def restricted(self, blocks: frozenset[str]) -> DataGradient:
+    def restricted(self, blocks: frozenset[Block]) -> DataGradient:
         """Only the given blocks: what the parameter gradients need, and what a worker in
         another process has to send back."""
-        return DataGradient(**{name: getattr(self, name) if name in blocks else None for name in BLOCKS})
+        return DataGradient(**{b.value: getattr(self, b.value) if b in blocks else None for b in BLOCKS})
+
+    def merged(self, other: DataGradient, take: frozenset[Block]) -> DataGradient:
+        """This gradient with the blocks ``take`` replaced by ``other``'s."""
+        return DataGradient(**{b.value: getattr(other if b in take else self, b.value) for b in BLOCKS})
+
+    def scaled_difference(self, other: DataGradient, scale: float) -> DataGradient:
+        """``(self - other) * scale``, block by block (``None`` stays ``None``)."""
+        return DataGradient(
+            **{
+                b.value: None if getattr(self, b.value) is None
+                else (getattr(self, b.value) - getattr(other, b.value)) * scale
+                for b in BLOCKS
+            }
+        )
 
     @classmethod
     def zeros(cls, structure: ConeStructure) -> DataGradient:
@@ -131,19 +155,18 @@ class DataGradient:
 
     @classmethod
     def stack(
-        cls, grads: list[DataGradient | None], structure: ConeStructure, blocks: frozenset[str]
+        cls, grads: list[DataGradient | None], structure: ConeStructure, blocks: frozenset[Block]
     ) -> DataGradient:
         """Stack per-item gradients of ``blocks`` into (B, .) arrays; items without one (None)
         get zeros, blocks not listed are ``None``."""
-        sizes = {"A": structure.A.nnz, "b": structure.m, "c": structure.n}
-        sizes["P"] = None if structure.P is None else structure.P.nnz
+        zero = cls.zeros(structure)
         stacked = {}
-        for name in BLOCKS:
-            if name not in blocks or sizes[name] is None:
+        for block in BLOCKS:
+            name = block.value
+            if block not in blocks or getattr(zero, name) is None:
                 stacked[name] = None
                 continue
-            zero = np.zeros(sizes[name])
-            stacked[name] = np.stack([zero if g is None else getattr(g, name) for g in grads])
+            stacked[name] = np.stack([getattr(zero if g is None else g, name) for g in grads])
         return cls(**stacked)
 
 
@@ -158,7 +181,7 @@ class ProgramBatch:
     P_values: np.ndarray | None  # (B or 1, nnz_P)
     batch_size: int
     shared_matrices: bool  # no parameter enters A or P: every item has the same matrices
-    parametrized: frozenset[str] = frozenset()  # the data blocks ("A", "b", "c", "P") parameters enter
+    parametrized: frozenset[Block] = frozenset()  # the data blocks that parameters enter
 
     def item(self, i: int) -> ConeProgram:
         A, P = self._shared_matrices if self.shared_matrices else self._matrices(i)
@@ -228,20 +251,20 @@ class ProblemMaps:
         )
 
     @property
-    def varying(self) -> frozenset[str]:
+    def varying(self) -> frozenset[Block]:
         """The blocks of conic data that some parameter enters: the only ones whose gradient
         reaches the parameters."""
         return frozenset(
-            name for name in BLOCKS if getattr(self, name) is not None and not getattr(self, name).constant
+            b for b in BLOCKS if getattr(self, b.value) is not None and not getattr(self, b.value).constant
         )
 
     def adjoint(self, grad: DataGradient, batch_size: int | None = None) -> np.ndarray:
         """Gradients w.r.t. the conic data of a batch (stacked) -> (B, p) w.r.t. the parameters;
         blocks that are ``None`` contribute nothing (``batch_size`` is needed only if all are)."""
         terms = [
-            affine.adjoint(block)
-            for block, affine in ((getattr(grad, name), getattr(self, name)) for name in BLOCKS)
-            if block is not None and affine is not None
+            affine.adjoint(values)
+            for values, affine in ((getattr(grad, b.value), getattr(self, b.value)) for b in BLOCKS)
+            if values is not None and affine is not None
         ]
         if not terms:
             return np.zeros((batch_size, self.c.matrix.shape[1]))

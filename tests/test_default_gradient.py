@@ -70,13 +70,13 @@ def _ray_lp() -> tuple[cp.Problem, cp.Parameter, cp.Variable]:
 
 @pytest.mark.timeout(60)
 def test_unbounded_step_is_handled_and_reported_once_per_call() -> None:
-    """dx = (1, 0): the large step's upper side c - large |c| dx / |dx| has c0 < 0, unbounded for
-    every item; the default uses the lower side, LPGD(tau=large |c|/|dx|, side="lower"), and warns
-    once."""
+    """dx = (-1, 0): the finite step's lower side c + large |c| dx / |dx| has c0 < 0, unbounded for
+    every item; the default uses the upper side instead, LPGD(tau=large |c|/|dx|, side="upper"),
+    and warns once."""
     problem, c, x = _ray_lp()
     layer = CvxpyLayer(problem, [c], [x], solver="CLARABEL")
     costs = torch.tensor([[1.0, -1.0], [2.0, -1.0], [0.5, -2.0]], requires_grad=True)
-    weight = torch.tensor([1.0, 0.0])
+    weight = torch.tensor([-1.0, 0.0])
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         (layer(costs)[0] * weight).sum().backward()
@@ -86,11 +86,11 @@ def test_unbounded_step_is_handled_and_reported_once_per_call() -> None:
     assert "3 item(s) used a smaller step or one side" in messages[0]
     for i, cost in enumerate(costs.detach()):
         single = cost.clone().requires_grad_(True)
-        lower = LPGD(tau=AdaptiveLPGD().large * float(cost.norm()), side="lower")
-        (layer(single, gradient=lower)[0] * weight).sum().backward()
+        upper = LPGD(tau=AdaptiveLPGD().large * float(cost.norm()), side="upper")
+        (layer(single, gradient=upper)[0] * weight).sum().backward()
         assert torch.allclose(costs.grad[i], single.grad, atol=1e-7), (i, costs.grad[i], single.grad)
         with pytest.raises(PerturbedSolveError, match="unbounded"):  # the failure was real
-            (layer(single, gradient=LPGD(tau=float(cost.norm())))[0] * weight).sum().backward()
+            (layer(single, gradient=LPGD(tau=float(cost.norm()), side="lower"))[0] * weight).sum().backward()
 
 
 @pytest.mark.timeout(120)
@@ -216,3 +216,84 @@ def test_default_gradient_scales_with_the_loss(problem: str) -> None:
 def test_adaptive_settings_are_checked(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         AdaptiveLPGD(**kwargs)
+
+
+def _inactive_qp() -> tuple[
+    cp.Problem, cp.Parameter, cp.Parameter, cp.Variable, np.ndarray, list[np.ndarray]
+]:
+    """0.5 x'Qx + q'x  s.t.  Gx <= h, with h a little above G x at the unconstrained minimizer:
+    no constraint is active at the solution, but a large step on h activates them."""
+    rng = np.random.default_rng(3)
+    n, m = 4, 3
+    F = rng.standard_normal((n, n))
+    Q = F @ F.T + np.eye(n)
+    G, q_value = rng.standard_normal((m, n)), rng.standard_normal(n)
+    h_value = G @ np.linalg.solve(Q, -q_value) + rng.uniform(0.05, 0.2, m)
+    x, q, h = cp.Variable(n), cp.Parameter(n), cp.Parameter(m)
+    problem = cp.Problem(cp.Minimize(0.5 * cp.quad_form(x, Q) + q @ x), [G @ x <= h])
+    return problem, q, h, x, Q, [q_value, h_value]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("solver", ["SCS", "CLARABEL"])
+def test_inactive_constraints_get_exactly_zero_gradient(solver: str) -> None:
+    """dx/dh is 0 where no constraint is active, and dx/dq = -Q^-1. The old default gave |h.grad|
+    up to 0.40 here: unmoved duals marked b degenerate and handed it the large step."""
+    problem, q, h, x, Q, values = _inactive_qp()
+    layer = CvxpyLayer(problem, [q, h], [x], solver=solver)
+    weight = torch.tensor(np.random.default_rng(4).standard_normal(4))
+    q_t, h_t = (torch.tensor(v, requires_grad=True) for v in values)
+    (layer(q_t, h_t)[0] * weight).sum().backward()
+    assert torch.all(h_t.grad == 0), h_t.grad
+    exact = -np.linalg.solve(Q, weight.numpy())
+    np.testing.assert_allclose(q_t.grad.numpy(), exact, rtol=1e-3 if solver == "SCS" else 1e-6)
+
+
+@pytest.mark.timeout(60)
+def test_default_passes_gradcheck_on_a_qp_with_inactive_constraints() -> None:
+    """The issue's check: torch.autograd.gradcheck with Clarabel, eps 1e-6, atol 1e-4 (the old
+    default: analytical 0.037 against numerical 0 for h)."""
+    problem, q, h, x, _, values = _inactive_qp()
+    layer = CvxpyLayer(problem, [q, h], [x], solver="CLARABEL")
+    q_t, h_t = (torch.tensor(v, requires_grad=True) for v in values)
+    assert torch.autograd.gradcheck(lambda a, b: layer(a, b)[0], (q_t, h_t), eps=1e-6, atol=1e-4)
+
+
+def _simplex_projection_jacobian(a: np.ndarray) -> np.ndarray:
+    """The Jacobian of the Euclidean projection onto the simplex at ``a``: on the support S of the
+    projection, I - 11'/|S|; zero elsewhere."""
+    u = np.sort(a)[::-1]
+    cumulative = np.cumsum(u) - 1.0
+    k = np.nonzero(u - cumulative / np.arange(1, a.size + 1) > 0)[0][-1] + 1
+    support = (a - cumulative[k - 1] / k) > 0
+    J = np.zeros((a.size, a.size))
+    S = np.ix_(support, support)
+    J[S] = np.eye(support.sum()) - 1.0 / support.sum()
+    return J
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("solver", ["SCS", "CLARABEL"])
+@pytest.mark.parametrize("kind", ["box", "simplex"])
+def test_projection_written_as_sum_squares_has_the_exact_jacobian(kind: str, solver: str) -> None:
+    """``sum_squares(x - a)`` as CVXPY users write it: CVXPY's u = x - a leaves c = 0 and P x* ~ 0
+    (solver noise) when a is feasible; the old default took its step from that noise and was off
+    by up to 0.96 (box) and 0.71 (simplex) at SCS eps 1e-9."""
+    n = 6
+    x, a = cp.Variable(n), cp.Parameter(n)
+    constraints = [x >= 0, x <= 1] if kind == "box" else [x >= 0, cp.sum(x) == 1]
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(x - a)), constraints)
+    args = {"eps": 1e-9, "max_iters": 100_000} if solver == "SCS" else {}
+    layer = CvxpyLayer(problem, [a], [x], solver=solver, solver_args=args)
+    rng = np.random.default_rng(5)
+    for feasible in (True, False):  # a feasible a is where P x* and c vanish
+        if kind == "box":
+            value = rng.uniform(0.1, 0.9, n)
+            if not feasible:
+                value[:2] = [-0.5, 1.5]
+            exact = np.diag(((value > 0) & (value < 1)).astype(float))
+        else:
+            value = rng.dirichlet(np.ones(n)) + (0.0 if feasible else rng.uniform(-0.05, 0.05, n))
+            exact = _simplex_projection_jacobian(value)
+        J = torch.autograd.functional.jacobian(lambda t: layer(t)[0], torch.tensor(value)).numpy()
+        assert np.abs(J - exact).max() <= 1e-4, np.abs(J - exact).max()

@@ -17,7 +17,7 @@ from cvxlpgd import LPGD, CvxpyLayer
 from cvxlpgd.compile import compile_problem
 from cvxlpgd.errors import SolverError
 from cvxlpgd.examples import grid_shortest_path, shortest_path_data
-from cvxlpgd.gradients.lpgd import perturbed_program
+from cvxlpgd.gradients.lagrangian import perturbed_program
 from cvxlpgd.program import ConicForm
 from cvxlpgd.solvers.highs import HighsSolver
 

@@ -119,17 +119,21 @@ def _interrupt_after(seconds: float) -> threading.Timer:
 
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals")
+@pytest.mark.parametrize("gradient", ["lpgd", "implicit"])
 @pytest.mark.parametrize("solver", ["SCS", "CLARABEL"])
-def test_ctrl_c_interrupts_the_call(solver: str) -> None:
+def test_ctrl_c_interrupts_the_call(solver: str, gradient: str) -> None:
     """Ctrl-C during a long batched call raises KeyboardInterrupt promptly, even with
-    on_failure='nan' (SCS turns SIGINT into a status), and the next call runs normally."""
+    on_failure='nan' (SCS turns SIGINT into a status), and the next call runs normally; also
+    when the forward runs through diffcp (gradient='implicit'), outside the backend's solve."""
     rng = np.random.default_rng(0)
     n, m = 60, 40
     A = rng.standard_normal((m, n))
     x, c = cp.Variable(n), cp.Parameter(n)
     problem = cp.Problem(cp.Minimize(c @ x + 0.01 * cp.sum_squares(x)), [A @ x <= 1, x >= -1, x <= 1])
     args = {"eps": 1e-10} if solver == "SCS" else {}
-    layer = CvxpyLayer(problem, [c], [x], solver=solver, solver_args=args, on_failure="nan")
+    layer = CvxpyLayer(
+        problem, [c], [x], solver=solver, solver_args=args, on_failure="nan", gradient=gradient
+    )
     costs = torch.tensor(rng.standard_normal((4000, n)))
     start = time.perf_counter()
     timer = _interrupt_after(0.5)

@@ -28,12 +28,36 @@ class SolvedChunk:
 
 
 @dataclass
+class ItemRecord:
+    """What one item's re-solves met, for the method's ``report``."""
+
+    failed: dict[int, str] = field(default_factory=dict)  # sign (+1: c + tau dx) -> failed status
+    failed_solves: int = 0
+    one_sided: bool = False  # a side failed, so the other side's one-sided difference was used
+    smaller_step: bool = False  # the first step failed, a smaller one worked
+    kept_small_step: bool = False  # the finite step failed: the small step's gradient was kept
+    lost: bool = False  # no step worked: the item has no gradient
+    unresolvable_signal: float | None = None  # a perturbation below the solver's tightest accuracy
+
+    def note_failures(self, failed: dict[int, str]) -> None:
+        self.failed.update(failed)
+        self.failed_solves += len(failed)
+
+    @property
+    def eventful(self) -> bool:
+        """Whether the report has anything to say about this item."""
+        return bool(self.failed_solves or self.lost or self.unresolvable_signal is not None)
+
+
+@dataclass
 class ChunkGradient:
-    """Per-item data gradients of one chunk (None: no gradient for that item) and the problems
-    met on the way, keyed and worded by the method for its ``report``."""
+    """Per-item data gradients of one chunk (None: no gradient for that item), the records of
+    the items whose re-solves met trouble (by batch item), and why re-solves were infeasible
+    when dependent equality rows explain it."""
 
     grads: list[DataGradient | None]
-    problems: dict[Any, Any] = field(default_factory=dict)
+    records: dict[int, ItemRecord] = field(default_factory=dict)
+    dependent_equalities: str | None = None
 
 
 @runtime_checkable

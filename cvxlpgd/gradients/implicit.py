@@ -7,6 +7,7 @@ conventions (no ``P``: quadratic objectives reach it as cones).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ import diffcp
 import numpy as np
 from diffcp.cone_program import solve_internal
 
+from cvxlpgd.batch import Stoppable
 from cvxlpgd.cone import (
     INFEASIBLE,
     OPTIMAL,
@@ -82,7 +84,11 @@ class Implicit:
         diffcp warm-starts SCS only."""
         usable = [w if w.usable and solver.name == "SCS" else None for w in warm_starts]
         pairs = [
-            self._solve_item(program.item(i), solver, differentiable, usable[i] if i < len(usable) else None)
+            _guarded(solver)(
+                lambda i=i: self._solve_item(
+                    program.item(i), solver, differentiable, usable[i] if i < len(usable) else None
+                )
+            )
             for i in range(program.batch_size)
         ]
         return SolvedChunk([p[0] for p in pairs], [p[1] for p in pairs] if keep_state else None)
@@ -158,9 +164,19 @@ class Implicit:
         repeats the forward's, so the gradient is bitwise the one a thread pool gives (unless
         the forward was warm-started with ``warm_start=True``)."""
         return [
-            self._solve_item(program.item(i), solver, True, None)[1] if star.usable else None
+            _guarded(solver)(lambda i=i: self._solve_item(program.item(i), solver, True, None))[1]
+            if star.usable
+            else None
             for i, star in enumerate(solved.solutions)
         ]
 
     def report(self, results: list[ChunkGradient], raise_errors: bool) -> None:
         """Nothing to say: failed forward items were reported by the forward pass."""
+
+
+def _guarded(solver: ConeSolver) -> Callable[[Callable[[], tuple[Solution, Any]]], tuple[Solution, Any]]:
+    """diffcp solves outside the backend's ``solve``: the call's stop rules (``Stoppable``, in
+    the pipeline) must still apply to each of its solves, or Ctrl-C waits for the whole batch."""
+    if isinstance(solver, Stoppable):
+        return lambda solve: solver.guard(solve, status=lambda pair: pair[0].status)
+    return lambda solve: solve()
