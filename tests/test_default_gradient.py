@@ -71,8 +71,8 @@ def _ray_lp() -> tuple[cp.Problem, cp.Parameter, cp.Variable]:
 @pytest.mark.timeout(60)
 def test_unbounded_step_is_handled_and_reported_once_per_call() -> None:
     """dx = (-1, 0): the finite step's lower side c + large |c| dx / |dx| has c0 < 0, unbounded for
-    every item; the default uses the upper side instead, LPGD(tau=large |c|/|dx|, side="upper"),
-    and warns once."""
+    every item; the default uses its upper side alone, LPGD(tau=large_upper |c|/|dx|,
+    side="upper"), and warns once."""
     problem, c, x = _ray_lp()
     layer = CvxpyLayer(problem, [c], [x], solver="CLARABEL")
     costs = torch.tensor([[1.0, -1.0], [2.0, -1.0], [0.5, -2.0]], requires_grad=True)
@@ -86,7 +86,7 @@ def test_unbounded_step_is_handled_and_reported_once_per_call() -> None:
     assert "3 item(s) used a smaller step or one side" in messages[0]
     for i, cost in enumerate(costs.detach()):
         single = cost.clone().requires_grad_(True)
-        upper = LPGD(tau=AdaptiveLPGD().large * float(cost.norm()), side="upper")
+        upper = LPGD(tau=AdaptiveLPGD().large_upper * float(cost.norm()), side="upper")
         (layer(single, gradient=upper)[0] * weight).sum().backward()
         assert torch.allclose(costs.grad[i], single.grad, atol=1e-7), (i, costs.grad[i], single.grad)
         with pytest.raises(PerturbedSolveError, match="unbounded"):  # the failure was real

@@ -8,9 +8,10 @@ happened to move the solution (on a QP an unmoved solution is the true zero deri
   the KKT system at the solution (``kkt.py``); where that system is singular or a cone has no
   projection derivative, central LPGD at a small relative step (its tau -> 0 limit).
 - An LP (or MILP): x is piecewise constant in c (and y in b), so the costs (and, when duals are
-  outputs, the right-hand side) take one one-sided LPGD re-solve at a large relative step; the
-  other parametrized blocks (b, A with primal outputs: x is piecewise linear there) take the
-  small step.
+  outputs, every block) take LPGD's finite step: the secant between the re-solves at a large
+  relative step on the lower side (c + tau dx, towards the solution the loss prefers) and a
+  moderate one on the upper side (c - tau dx). The other parametrized blocks (b, A with primal
+  outputs: x is piecewise linear there) take the small step.
 
 Steps are relative per item, ``tau_i = rel / r_i`` with ``r_i = max(|dx|_D / s_c, |dy| / s_b)``,
 so the estimator is homogeneous of degree 1 in the incoming gradient (a batch mean or sum and the
@@ -32,7 +33,7 @@ from cvxlpgd.errors import warn_user
 from cvxlpgd.gradients import kkt
 from cvxlpgd.gradients.base import ChunkGradient, ItemRecord, SolvedChunk
 from cvxlpgd.gradients.engine import ItemReSolver, differentiate_items, lpgd_gradient
-from cvxlpgd.gradients.lagrangian import SIGNS, Side, Step
+from cvxlpgd.gradients.lagrangian import Step
 from cvxlpgd.gradients.lpgd import ReSolvingMethod, real_setting
 from cvxlpgd.program import Block, ConeStructure, DataGradient, ProgramBatch
 from cvxlpgd.solvers.base import ConeSolver
@@ -48,14 +49,14 @@ class AdaptiveLPGD(ReSolvingMethod):
     """Scale-free LPGD, exact on smooth problems: the default of ``gradient="lpgd"``.
 
     small:   the relative step of central LPGD where the exact derivative is not available.
-    large:   the relative step of LPGD's finite step on an LP's costs (None: the small step
-             everywhere). Its perturbation changes the decision-relevant costs by ``large``
-             times their size.
-    side:    the side of the finite step: ``"lower"`` (c + tau dx: towards the solution the
-             loss prefers; one re-solve), ``"upper"`` (c - tau dx) or ``"central"`` (both, two
-             re-solves). A side whose re-solve fails (infeasible or unbounded) is replaced by the
-             other. Lower at 10 from benchmarks/DEFAULT_GRADIENT.md (PyEPO's shortest path, 100
-             samples: regret 0.147 against 0.175 for central at 1.5 and 0.182 for lower at 1.5).
+    large:   the relative step of the finite step's lower side, c + tau dx (towards the solution
+             the loss prefers); None: the small step everywhere.
+    large_upper: the relative step of its upper side, c - tau dx (None: the lower side alone,
+             one re-solve). With both, the gradient is the secant between the two perturbed
+             solutions, (G(z+) - G(z-)) / (tau+ + tau-): a step-weighted mix of the lower
+             estimate at ``large`` and the upper one at ``large_upper``. A side whose re-solve
+             fails (infeasible or unbounded) is replaced by the other side alone. The defaults
+             are measured in benchmarks/DEFAULT_GRADIENT.md.
     noise:   on a program with curved cones and a linear objective, an exact cost gradient
              below ``noise`` of its natural scale means x is locally constant in c: the finite
              step is used instead.
@@ -64,21 +65,20 @@ class AdaptiveLPGD(ReSolvingMethod):
 
     small: float = 1e-3
     large: float | None = 10.0
-    side: Side = "lower"
+    large_upper: float | None = 0.5
     noise: float = 1e-6
     retries: int = 3
 
     def __post_init__(self) -> None:
-        check = real_setting
-        object.__setattr__(self, "small", check("AdaptiveLPGD", "small", self.small, "> 0", lambda t: t > 0))
-        if self.large is not None:
-            large = check("AdaptiveLPGD", "large", self.large, "> 0", lambda t: t > 0)
-            object.__setattr__(self, "large", large)
-        object.__setattr__(
-            self, "noise", check("AdaptiveLPGD", "noise", self.noise, ">= 0", lambda t: t >= 0)
-        )
-        if self.side not in SIGNS:
-            raise ValueError(f"AdaptiveLPGD side must be one of {sorted(SIGNS)}, got {self.side!r}.")
+        def check(name: str, bound: str, holds: Callable[[float], bool]) -> None:
+            value = getattr(self, name)
+            object.__setattr__(self, name, real_setting("AdaptiveLPGD", name, value, bound, holds))
+
+        check("small", "> 0", lambda t: t > 0)
+        check("noise", ">= 0", lambda t: t >= 0)
+        for name in ("large", "large_upper"):
+            if getattr(self, name) is not None:
+                check(name, "> 0", lambda t: t > 0)
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise ValueError(f"AdaptiveLPGD retries must be an integer >= 0, got {self.retries!r}.")
 
@@ -136,11 +136,13 @@ class AdaptiveLPGD(ReSolvingMethod):
     def _finite_step(
         self, resolver: ItemReSolver, dx: np.ndarray, dy: np.ndarray | None, record: ItemRecord
     ) -> DataGradient | None:
-        """LPGD at the large relative step, one-sided on ``side`` (the other side where it fails)."""
+        """LPGD's finite step at the large relative steps (one side alone where the other fails)."""
         r = self._ratio(resolver, dx, dy, decision_relevant=True)
-        steps = [
-            Step(self.large * t / r, side=self.side) for t in self._tenths() if self.large * t > self.small
-        ]
+        if self.large_upper is None:
+            first = Step(self.large / r, side="lower")
+        else:
+            first = Step(self.large / r, side="central", upper_tau=self.large_upper / r)
+        steps = [first.scaled(t) for t in self._tenths() if self.large * t > self.small]
         return lpgd_gradient(resolver, dx, dy, steps, fallback=True, record=record)
 
     def _small_step(

@@ -27,9 +27,10 @@ EPS_FRACTION = 1e-4
 
 
 def re_solve_eps(step: Step, dx: np.ndarray, dy: np.ndarray | None) -> float:
-    """The accuracy a re-solve needs: ``EPS_FRACTION`` of the largest move ``tau |(dx, dy)|_inf``."""
+    """The accuracy a re-solve needs: ``EPS_FRACTION`` of the smallest side's largest move
+    ``tau |(dx, dy)|_inf``."""
     size = _inf_norm(dx) if dy is None else max(_inf_norm(dx), _inf_norm(dy))
-    return EPS_FRACTION * step.tau * size
+    return EPS_FRACTION * min(step.tau, step.tau_of(-1)) * size
 
 
 @dataclass
