@@ -4,13 +4,14 @@
            gradient="implicit") on the five smooth core problems (tests/problems.py)
   readme   cvxpylayers' README example, 100 seeds: failed backward calls, cosine to implicit
   nonzero  fraction of items with a non-zero cost gradient on shortest-path and dense-LP layers
+  smooth   Jacobians of projections (box, simplex, ball; written as sum_squares(x - a) and as
+           0.5 |x|^2 - a'x) and of a QP with inactive constraints against the exact ones, at
+           SCS's and Clarabel's default and tight tolerances, next to gradient="implicit"
   demo     held-out regret of ``make demo``'s training (cvxlpgd/demo.py)
-  dfl      shortest path (tutorial 03): regret after training, by polynomial degree and
-           training-set size, with SPO+ and two-stage regression as reference rows
 
+Decision-focused learning on PyEPO's data (regret against SPO+ and PFYL) is benchmarks/dfl.py.
 Run from the repository root, e.g. (the small version):
-  python -m benchmarks.default_gradient --parts core readme nonzero demo
-  python -m benchmarks.default_gradient --parts dfl --degrees 1 2 4 6 --train-sizes 100 1000 --seeds 1
+  python -m benchmarks.default_gradient --parts core smooth readme nonzero demo
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import cvxpy as cp
 import numpy as np
@@ -29,19 +31,15 @@ import torch
 from cvxlpgd import LPGD, AdaptiveLPGD, CvxpyLayer
 from cvxlpgd.demo import demo_data
 from cvxlpgd.demo import train as demo_train
-from cvxlpgd.examples import grid_shortest_path, normalized_regret, shortest_path_data
+from cvxlpgd.examples import grid_shortest_path, shortest_path_data
 from tests.problems import SmoothCase, finite_difference, smooth_cases
 
 CANDIDATES: dict[str, AdaptiveLPGD | LPGD] = {
-    "LPGD(tau=1) [today]": LPGD(tau=1.0),
-    "relative 1": AdaptiveLPGD(small=1.0, large=None),
-    "relative 1e-3": AdaptiveLPGD(small=1e-3, large=None),
-    # Degenerate blocks found by structure (an LP) or by the small step's lack of movement; the
-    # branch that chose it also measured each rule alone: identical on every problem here.
-    "hybrid (default)": AdaptiveLPGD(),
+    "LPGD(tau=1)": LPGD(tau=1.0),
+    "small step only": AdaptiveLPGD(large=None),
+    "lower side only": AdaptiveLPGD(large_upper=None),
+    "default": AdaptiveLPGD(),
 }
-# Sensitivity of the LP behaviour to the large step (used by the dfl part only).
-LARGE_STEPS = {f"hybrid, large={r:g}": AdaptiveLPGD(large=r) for r in (0.3, 1.0, 2.0, 3.0)}
 TIGHT = {"CLARABEL": {"eps": 1e-12}, "SCS": {"eps": 1e-11, "max_iters": 200_000}}
 Table = list[dict[str, object]]
 
@@ -115,6 +113,101 @@ def core(solvers: list[str]) -> Table:
             rows.append(
                 {"problem": case.name, "solver": "SCS", "method": "implicit", "max vs FD": max(errors)}
             )
+    return rows
+
+
+# ---------------------------------------------------------------- smooth: Jacobians against exact ones
+@dataclass(frozen=True)
+class JacobianCase:
+    """A one-parameter layer problem with its exact Jacobian d x / d parameter at ``value``."""
+
+    name: str
+    problem: cp.Problem
+    param: cp.Parameter
+    x: cp.Variable
+    value: np.ndarray
+    exact: np.ndarray
+
+
+def _box(n: int, value: np.ndarray, written: str, where: str) -> JacobianCase:
+    x, a = cp.Variable(n), cp.Parameter(n)
+    objective = cp.sum_squares(x - a) if written == "sum_squares" else 0.5 * cp.sum_squares(x) - a @ x
+    problem = cp.Problem(cp.Minimize(objective), [x >= 0, x <= 1])
+    exact = np.diag(((value > 0) & (value < 1)).astype(float))
+    return JacobianCase(f"box, {written}, a {where}", problem, a, x, value, exact)
+
+
+def _simplex(n: int, value: np.ndarray, written: str, where: str) -> JacobianCase:
+    x, a = cp.Variable(n), cp.Parameter(n)
+    objective = cp.sum_squares(x - a) if written == "sum_squares" else 0.5 * cp.sum_squares(x) - a @ x
+    problem = cp.Problem(cp.Minimize(objective), [x >= 0, cp.sum(x) == 1])
+    u = np.sort(value)[::-1]
+    cumulative = np.cumsum(u) - 1.0
+    k = np.nonzero(u - cumulative / np.arange(1, n + 1) > 0)[0][-1] + 1
+    support = (value - cumulative[k - 1] / k) > 0
+    exact = np.zeros((n, n))
+    exact[np.ix_(support, support)] = np.eye(support.sum()) - 1.0 / support.sum()
+    return JacobianCase(f"simplex, {written}, a {where}", problem, a, x, value, exact)
+
+
+def _ball(n: int, value: np.ndarray, written: str, where: str) -> JacobianCase:
+    x, a = cp.Variable(n), cp.Parameter(n)
+    objective = cp.sum_squares(x - a) if written == "sum_squares" else 0.5 * cp.sum_squares(x) - a @ x
+    problem = cp.Problem(cp.Minimize(objective), [cp.norm(x) <= 1])
+    r = np.linalg.norm(value)
+    exact = np.eye(n) if r < 1 else (np.eye(n) - np.outer(value, value) / r**2) / r
+    return JacobianCase(f"ball, {written}, a {where}", problem, a, x, value, exact)
+
+
+def _inactive_qp(n: int = 4, m: int = 3) -> JacobianCase:
+    """d x / d h of a QP whose constraints are all inactive: exactly zero."""
+    rng = np.random.default_rng(3)
+    F = rng.standard_normal((n, n))
+    Q = F @ F.T + np.eye(n)
+    G, q = rng.standard_normal((m, n)), rng.standard_normal(n)
+    x, h = cp.Variable(n), cp.Parameter(m)
+    problem = cp.Problem(cp.Minimize(0.5 * cp.quad_form(x, Q) + q @ x), [G @ x <= h])
+    value = G @ np.linalg.solve(Q, -q) + rng.uniform(0.05, 0.2, m)
+    return JacobianCase("QP inactive, d x/d h", problem, h, x, value, np.zeros((n, m)))
+
+
+def jacobian_cases() -> list[JacobianCase]:
+    rng = np.random.default_rng(7)
+    n = 6
+    inside = rng.uniform(0.1, 0.9, n)  # feasible: c = 0 and P x* ~ 0 in CVXPY's sum_squares form
+    outside = inside.copy()
+    outside[:2] = [-0.5, 1.5]
+    on_simplex = rng.dirichlet(np.ones(n))
+    near_simplex = on_simplex + rng.uniform(-0.05, 0.05, n)
+    in_ball, out_ball = 0.3 * rng.standard_normal(n) / np.sqrt(n), 2.0 * rng.standard_normal(n)
+    cases = [_inactive_qp()]
+    for written in ("sum_squares", "linear"):
+        cases += [_box(n, inside, written, "feasible"), _box(n, outside, written, "outside")]
+        cases += [_simplex(n, on_simplex, written, "feasible"), _simplex(n, near_simplex, written, "near")]
+        cases += [_ball(n, in_ball, written, "feasible"), _ball(n, out_ball, written, "outside")]
+    return cases
+
+
+def smooth(solvers: list[str]) -> Table:
+    """max |J - J_exact| / max(1, |J_exact|) and max |J| where J_exact is 0, at the solvers'
+    default and tight tolerances; plus the relative errors of the five core problems (``core``)."""
+    rows = []
+    for case in jacobian_cases():
+        for solver in solvers:
+            for tolerance, args in (("default", {}), ("tight", TIGHT[solver])):
+                row: dict[str, object] = {"problem": case.name, "solver": solver, "tolerances": tolerance}
+                for name, gradient in {"default": AdaptiveLPGD(), "implicit": "implicit"}.items():
+                    layer = CvxpyLayer(case.problem, [case.param], [case.x], solver=solver, solver_args=args)
+                    with recorded():
+                        J = torch.autograd.functional.jacobian(
+                            lambda t, layer=layer, g=gradient: layer(t, gradient=g)[0],
+                            torch.tensor(case.value),
+                        ).numpy()
+                    zero = case.exact == 0
+                    scale = max(1.0, np.abs(case.exact).max())
+                    row[f"{name} max error"] = float(np.abs(J - case.exact).max() / scale)
+                    row[f"{name} max on zeros"] = float(np.abs(J[zero]).max(initial=0.0))
+                rows.append(row)
     return rows
 
 
@@ -230,99 +323,6 @@ def demo(epochs: int) -> Table:
     return rows
 
 
-# ---------------------------------------------------------------- dfl: tutorial 03's shortest path
-class SPOPlus(torch.autograd.Function):
-    """SPO+ loss (Elmachtoub & Grigas) with the layer's forward solver; its gradient w.r.t. the
-    predicted costs is 2 (x*(c) - x*(2 c_hat - c))."""
-
-    @staticmethod
-    def forward(ctx, c_hat: torch.Tensor, c: torch.Tensor, x_true: torch.Tensor, layer: CvxpyLayer):
-        with torch.no_grad():
-            x_spo = layer(2 * c_hat - c)[0]
-        ctx.save_for_backward(2 * (x_true - x_spo))
-        return -((2 * c_hat - c) * x_spo).sum(1) + 2 * (c_hat * x_true).sum(1) - (c * x_true).sum(1)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (direction,) = ctx.saved_tensors
-        return grad[:, None] * direction, None, None, None
-
-
-def train_dfl(
-    method: str,
-    gradient: object,
-    data: dict[str, torch.Tensor],
-    layer: CvxpyLayer,
-    epochs: int,
-    seed: int,
-    lr: float = 1e-2,
-    batch: int = 32,
-) -> float:
-    """Tutorial 03's training: linear model, Adam, decision loss sum(c / mean(c) * x); test regret."""
-    torch.manual_seed(seed)
-    features, costs = data["train_x"], data["train_c"]
-    model = torch.nn.Linear(features.shape[1], costs.shape[1]).double()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    order = torch.Generator().manual_seed(seed + 1)
-    for _ in range(epochs):
-        perm = torch.randperm(len(features), generator=order)
-        for start in range(0, len(features), batch):
-            idx = perm[start : start + batch]
-            c_hat, c = model(features[idx]), costs[idx]
-            if method == "two-stage":
-                loss = ((c_hat - c) ** 2).mean()
-            elif method == "SPO+":
-                loss = SPOPlus.apply(c_hat, c, data["train_sol"][idx], layer).sum()
-            else:
-                loss = (c / c.mean(1, keepdim=True) * layer(c_hat, gradient=gradient)[0]).sum()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        decisions = layer(model(data["test_x"]))[0].numpy()
-    return normalized_regret(data["test_c"].numpy(), decisions, data["test_opt"].numpy())
-
-
-def dfl(
-    grid: int, degrees: list[int], sizes: list[int], test: int, epochs: int, seeds: int, methods: list[str]
-) -> Table:
-    path = grid_shortest_path(grid)
-    layer = CvxpyLayer(path.problem, [path.cost], [path.flow], solver="CLARABEL")
-    known = {**CANDIDATES, **LARGE_STEPS, "SPO+": None, "two-stage": None}
-    rows = []
-    for degree in degrees:
-        for size in sizes:
-            for name in methods:
-                regrets, start = [], time.perf_counter()
-                for seed in range(seeds):
-                    x, c = shortest_path_data(size + test, len(path.edges), degree=degree, seed=seed)
-                    x, c = torch.tensor(x), torch.tensor(c)
-                    with torch.no_grad():
-                        sol = layer(c)[0]
-                    data = {
-                        "train_x": x[:size],
-                        "train_c": c[:size],
-                        "train_sol": sol[:size],
-                        "test_x": x[size:],
-                        "test_c": c[size:],
-                        "test_opt": (c[size:] * sol[size:]).sum(1),
-                    }
-                    with recorded():
-                        regrets.append(train_dfl(name, known[name], data, layer, epochs, seed))
-                rows.append(
-                    {
-                        "degree": degree,
-                        "train": size,
-                        "method": name,
-                        "regret": float(np.mean(regrets)),
-                        "std": float(np.std(regrets)),
-                        "seconds": time.perf_counter() - start,
-                    }
-                )
-                print(rows[-1], flush=True)
-    return rows
-
-
 def markdown(rows: Table) -> str:
     keys = list(dict.fromkeys(k for row in rows for k in row))
     fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
@@ -337,31 +337,20 @@ def main(argv: list[str] | None = None) -> None:
         "--parts",
         nargs="+",
         default=["core", "readme", "nonzero", "demo"],
-        choices=["core", "readme", "nonzero", "demo", "dfl"],
+        choices=["core", "smooth", "readme", "nonzero", "demo"],
     )
     parser.add_argument("--solver", default="CLARABEL", help="solver of the candidates in readme")
     parser.add_argument("--readme-seeds", type=int, default=100)
     parser.add_argument("--demo-epochs", type=int, default=8)
-    parser.add_argument("--grid", type=int, default=5)
-    parser.add_argument("--degrees", type=int, nargs="+", default=[1, 2, 4, 6])
-    parser.add_argument("--train-sizes", type=int, nargs="+", default=[1000, 100])
-    parser.add_argument("--test", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument(
-        "--methods", nargs="+", default=["hybrid (default)", "LPGD(tau=1) [today]", "SPO+", "two-stage"]
-    )
     parser.add_argument("--out", default=None, help="write the tables as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     parts = {
         "core": lambda: core(["SCS", "CLARABEL"]),
+        "smooth": lambda: smooth(["SCS", "CLARABEL"]),
         "readme": lambda: readme(args.solver, args.readme_seeds),
-        "nonzero": lambda: nonzero(64, args.grid),
+        "nonzero": lambda: nonzero(64, 5),
         "demo": lambda: demo(args.demo_epochs),
-        "dfl": lambda: dfl(
-            args.grid, args.degrees, args.train_sizes, args.test, args.epochs, args.seeds, args.methods
-        ),
     }
     results = {}
     for part in args.parts:
