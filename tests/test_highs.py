@@ -146,7 +146,7 @@ def test_lpgd_resolve_from_own_basis_takes_fewer_pivots() -> None:
         star = solver.solve(item, workspace=workspace)
         dx = rng.standard_normal(item.c.size)
         dx *= 0.3 * np.linalg.norm(item.c) / np.linalg.norm(dx)
-        perturbed = perturbed_program(item, None, star, dx, None, 1, LPGD(tau=1.0, side="lower"))
+        perturbed = perturbed_program(item, None, star, dx, None, 1, LPGD(tau=1.0, side="lower").step)
         warm = solver.solve(perturbed, warm_start=star, workspace=workspace)
         cold = solver.solve(perturbed)
         np.testing.assert_allclose(warm.x, cold.x, atol=1e-9)
