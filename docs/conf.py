@@ -28,6 +28,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",  # the docstrings are Google style ("Args:", "Returns:", "Raises:")
     "sphinx.ext.viewcode",
+    "sphinx-mathjax-offline",  # MathJax served from the site itself: formulas render offline too
 ]
 
 root_doc = "docs/index"
@@ -51,7 +52,8 @@ suppress_warnings = ["myst.header"]
 autodoc_mock_imports = ["ray"]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_typehints_description_target = "documented"  # types join the documented arguments
+autodoc_default_options = {"show-inheritance": True}  # members are listed per class in api.rst
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
@@ -70,7 +72,6 @@ _README_ANCHORS = {
     "#the-default-gradient-and-choosing-tau": (
         "/docs/guide/gradients.md#the-default-gradient-and-choosing-tau"
     ),
-    "#scaling-out": "/docs/guide/scaling.md",
 }
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 
