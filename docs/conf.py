@@ -44,6 +44,8 @@ exclude_patterns = ["docs/_build/**", "docs/README_proposal.md", "**/.ipynb_chec
 # Notebooks: render the outputs stored by `make notebooks`, never run them (they take minutes).
 nb_execution_mode = "off"
 myst_enable_extensions = ["dollarmath", "colon_fence"]
+# Unlabelled code blocks (program output, formulas) stay plain text.
+highlight_language = "text"
 myst_heading_anchors = 3  # GitHub-style anchors, so README links like (#solvers) resolve
 # Included README sections start at "##" or "###" under the including page's title.
 suppress_warnings = ["myst.header"]
