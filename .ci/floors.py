@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
+
+import tomllib
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 FLOOR = re.compile(r"^([A-Za-z0-9_.-]+)>=([0-9][^,;\s]*)$")
