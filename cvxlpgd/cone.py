@@ -35,7 +35,16 @@ CONE_KINDS = {
 
 @dataclass(frozen=True)
 class ConeDims:
-    """Sizes of the cones, in the order the rows of ``A`` use them."""
+    """Sizes of the cones, in the order the rows of ``A`` use them.
+
+    Attributes:
+        zero (int): rows of the zero cone (equalities).
+        nonneg (int): rows of the nonnegative cone (inequalities).
+        soc (tuple[int, ...]): the size of each second-order cone.
+        psd (tuple[int, ...]): the side length of each PSD cone (n(n+1)/2 rows each).
+        exp (int): the number of 3-dimensional exponential cones.
+        power (tuple[float, ...]): the exponent of each 3-dimensional power cone.
+    """
 
     zero: int = 0
     nonneg: int = 0
@@ -85,7 +94,13 @@ class ConeDims:
 @dataclass(frozen=True)
 class Integrality:
     """Which columns of ``x`` are integer, and the column bounds CVXPY keeps out of ``A`` when it
-    canonicalizes a mixed-integer problem (variable attributes, booleans as 0..1)."""
+    canonicalizes a mixed-integer problem (variable attributes, booleans as 0..1).
+
+    Attributes:
+        integer (numpy.ndarray): int64 indices of the integer columns.
+        lower (numpy.ndarray): (n,) float64 column lower bounds, ``-inf`` where unbounded.
+        upper (numpy.ndarray): (n,) float64 column upper bounds, ``+inf`` where unbounded.
+    """
 
     integer: np.ndarray  # column indices
     lower: np.ndarray  # (n,), -inf where unbounded
@@ -103,6 +118,14 @@ class ConeProgram:
     nonnegative cone: ``A_i x <= b_i``, ...). With ``integrality`` set, the columns it lists must
     be integer and every column must lie within its ``lower`` / ``upper`` bounds, which are not
     rows of ``A``. A backend must not modify the arrays it is given.
+
+    Attributes:
+        A (scipy.sparse.csc_array): (m, n) float64, m = ``dims.size``.
+        b (numpy.ndarray): (m,) float64.
+        c (numpy.ndarray): (n,) float64.
+        dims (ConeDims): the cones of the rows.
+        P (scipy.sparse.csc_array | None): (n, n) float64, upper triangle only.
+        integrality (Integrality | None): integer columns and column bounds.
     """
 
     A: sp.csc_array
@@ -123,6 +146,15 @@ class Solution:
     the item failed (its arrays are ignored). A backend that cannot compute duals may return
     zeros for ``y`` when no parameter enters ``A`` or ``b`` and no dual is a layer output (LPGD
     then uses ``x`` only); a mixed-integer solution always does.
+
+    Attributes:
+        x (numpy.ndarray): (n,) float64 primal point.
+        y (numpy.ndarray): (m,) float64 duals.
+        s (numpy.ndarray): (m,) float64 slacks.
+        status (str): one of ``STATUSES``.
+        solver_status (str): the backend's own words for it.
+        iterations (int): the backend's iteration count.
+        basis (object | None): a simplex backend's final basis, from which re-solves start.
     """
 
     x: np.ndarray

@@ -22,8 +22,11 @@ def _package_dir(file: str) -> str:
 class SolverError(RuntimeError, diffcp.SolverError):
     """One or more batch items could not be solved.
 
-    ``statuses`` maps each failed batch item to the solver status it ended with. Also a
-    ``diffcp.SolverError``, so ``except diffcp.SolverError`` code written for cvxpylayers works.
+    Also a ``diffcp.SolverError``, so ``except diffcp.SolverError`` code written for
+    cvxpylayers works.
+
+    Attributes:
+        statuses (dict[int, str]): each failed batch item and the status it ended with.
     """
 
     def __init__(self, message: str, statuses: Mapping[int, str]):
@@ -34,8 +37,12 @@ class SolverError(RuntimeError, diffcp.SolverError):
 class PerturbedSolveError(SolverError):
     """An LPGD re-solve failed: the perturbed problem is infeasible or unbounded.
 
-    Carries the side (``"lower"`` for the ``+tau`` solve, ``"upper"`` for ``-tau``)
-    and the ``tau`` that was used, so that the remedy can be chosen.
+    Carries the side and the ``tau`` that was used, so that the remedy can be chosen.
+
+    Attributes:
+        statuses (dict[int, str]): each failed batch item and the status of its re-solve.
+        side (str): ``"lower"`` for the ``+tau`` solve, ``"upper"`` for ``-tau``.
+        tau (float): the step of the failed re-solve.
     """
 
     def __init__(self, message: str, statuses: Mapping[int, str], side: str, tau: float):
@@ -50,6 +57,10 @@ class SolverWarning(UserWarning):
     The text names only counts, never item numbers, so that Python's once-per-place filter
     shows a training loop's warning once; which items and why are in ``statuses`` (and in the
     layer's ``last_statuses``).
+
+    Attributes:
+        statuses (dict): each item concerned, by batch index (for LPGD re-solves an (index, sign)
+            pair), and its status or what happened to it.
     """
 
     def __init__(self, message: str, statuses: Mapping[object, str]):

@@ -21,8 +21,12 @@ def _call(fn: Callable[..., Any], *args: Any) -> Any:
 class RayExecutor(Executor):
     """Runs each submitted call as a Ray task on the cluster that ``ray.init()`` connected to.
 
-    max_workers: how many tasks the layer plans for (one chunk each); default: the cluster's
-        CPUs when the executor is made.
+    Args:
+        max_workers: how many tasks the layer plans for (one chunk each); default: the cluster's
+            CPUs when the executor is made.
+
+    Raises:
+        RuntimeError: when Ray is not initialized (call ``ray.init()`` first).
     """
 
     def __init__(self, max_workers: int | None = None):
@@ -36,6 +40,12 @@ class RayExecutor(Executor):
         self._shut_down = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """Run ``fn(*args)`` as one Ray task that takes one CPU, and return its future.
+
+        Raises:
+            RuntimeError: after ``shutdown()``.
+            TypeError: when keyword arguments are given (the layer passes none).
+        """
         if self._shut_down:
             raise RuntimeError("cannot schedule new futures after shutdown")
         if kwargs:
