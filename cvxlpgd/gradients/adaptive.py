@@ -48,19 +48,24 @@ PROJECTOR_LIMIT = 4_000_000
 class AdaptiveLPGD(ReSolvingMethod):
     """Scale-free LPGD, exact on smooth problems: the default of ``gradient="lpgd"``.
 
-    small:   the relative step of central LPGD where the exact derivative is not available.
-    large:   the relative step of the finite step's lower side, c + tau dx (towards the solution
-             the loss prefers); None: the small step everywhere.
-    large_upper: the relative step of its upper side, c - tau dx (None: the lower side alone,
-             one re-solve). With both, the gradient is the secant between the two perturbed
-             solutions, (G(z+) - G(z-)) / (tau+ + tau-): a step-weighted mix of the lower
-             estimate at ``large`` and the upper one at ``large_upper``. A side whose re-solve
-             fails (infeasible or unbounded) is replaced by the other side alone. The defaults
-             are measured in benchmarks/DEFAULT_GRADIENT.md.
-    noise:   on a program with curved cones and a linear objective, an exact cost gradient
-             below ``noise`` of its natural scale means x is locally constant in c: the finite
-             step is used instead.
-    retries: a step whose re-solves all fail is retried at a tenth, this many times.
+    Args:
+        small: the relative step of central LPGD where the exact derivative is not available.
+        large: the relative step of the finite step's lower side, ``c + tau dx`` (towards the
+            solution the loss prefers); None: the small step everywhere.
+        large_upper: the relative step of its upper side, ``c - tau dx`` (None: the lower side
+            alone, one re-solve). With both, the gradient is the secant between the two
+            perturbed solutions, ``(G(z+) - G(z-)) / (tau+ + tau-)``: a step-weighted mix of the
+            lower estimate at ``large`` and the upper one at ``large_upper``. A side whose
+            re-solve fails (infeasible or unbounded) is replaced by the other side alone. The
+            defaults are measured in benchmarks/DEFAULT_GRADIENT.md.
+        noise: on a program with curved cones and a linear objective, an exact cost gradient
+            below ``noise`` of its natural scale means x is locally constant in c: the finite
+            step is used instead.
+        retries: a step whose re-solves all fail is retried at a tenth, this many times.
+
+    Raises:
+        ValueError: ``small``, ``large`` or ``large_upper`` is not a finite number > 0,
+            ``noise`` not one >= 0, or ``retries`` not an integer >= 0.
     """
 
     small: float = 1e-3

@@ -52,9 +52,14 @@ _CLARABEL_TEXT = {
 class Implicit:
     """The implicit derivative of the KKT conditions (diffcp).
 
-    mode: how diffcp solves its derivative system: ``"dense"`` (exact factorization),
-          ``"lsqr"`` or ``"lsmr"`` (iterative, for large programs), or ``"auto"``: dense up to
-          ``DENSE_LIMIT`` rows + columns, LSQR above.
+    Args:
+        mode: how diffcp solves its derivative system: ``"dense"`` (exact factorization),
+            ``"lsqr"`` or ``"lsmr"`` (iterative, for large programs), or ``"auto"``: dense up to
+            ``DENSE_LIMIT`` rows + columns, LSQR above.
+
+    Raises:
+        ValueError: an unknown ``mode``; at the layer, a solver diffcp cannot run (only
+            ``"SCS"`` and ``"CLARABEL"``).
     """
 
     mode: Mode = "auto"

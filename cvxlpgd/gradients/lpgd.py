@@ -43,17 +43,25 @@ class ReSolvingMethod:
 
 @dataclass(frozen=True)
 class LPGD(ReSolvingMethod):
-    """LPGD backward pass with a fixed step.
+    """LPGD backward pass with a fixed step: re-solves with the costs perturbed by ``tau``.
 
-    tau:  size of the cost perturbation ``tau * dx`` (and ``tau * dy`` on ``b``). Small tau
-          approaches the true derivative where one exists; on LPs a tau that moves the
-          solution to a neighbouring vertex gives an informative gradient.
-    rho:  proximal weight; ``rho > 0`` adds ``rho/2 ||x - x*||^2`` to the perturbed problems,
-          which makes them strongly convex (bounded, smoother gradients) at the price of bias.
-    side: ``"lower"`` uses the ``+tau`` solve, ``"upper"`` the ``-tau`` one, ``"central"`` both.
-    fallback: when a perturbed problem is infeasible or unbounded on one side, use the one-sided
-          estimate of the other side (solving it if the side was not in use) and warn, instead
-          of failing the item. Off by default, so that a changed estimator is never silent.
+    Args:
+        tau: size of the cost perturbation ``tau * dx`` (and ``tau * dy`` on ``b``). Small tau
+            approaches the true derivative where one exists; on LPs a tau that moves the
+            solution to a neighbouring vertex gives an informative gradient.
+        rho: proximal weight; ``rho > 0`` adds ``rho/2 ||x - x*||^2`` to the perturbed problems,
+            which makes them strongly convex (bounded, smoother gradients) at the price of bias.
+        side: ``"lower"`` uses the ``+tau`` solve, ``"upper"`` the ``-tau`` one, ``"central"``
+            both.
+        fallback: when a perturbed problem is infeasible or unbounded on one side, use the
+            one-sided estimate of the other side (solving it if the side was not in use) and
+            warn, instead of failing the item. Off by default, so that a changed estimator is
+            never silent.
+
+    Raises:
+        ValueError: ``tau`` is not a finite number > 0, ``rho`` not one >= 0, or ``side`` is
+            not ``"lower"``, ``"upper"`` or ``"central"``.
+        TypeError: ``fallback`` is not a bool.
     """
 
     tau: float = DEFAULT_TAU
