@@ -86,11 +86,15 @@ class CostTerm:
             ]
             in_objective = sp.csc_array(maps.c.matrix[:, columns])
             if entered or not in_objective.nnz:
-                where = "the constraints" if entered != ["P"] else "the quadratic objective"
+                where = (
+                    "the quadratic objective"
+                    if entered == ["P"]
+                    else "the constraints or a nonlinear objective term"
+                )
                 reasons.append(
                     f"{param.name()!r} enters {where}"
                     if entered
-                    else f"{param.name()!r} is not in the objective"
+                    else f"{param.name()!r} multiplies no variable in the objective"
                 )
                 continue
             for j, var in enumerate(outputs):
