@@ -207,6 +207,10 @@ class SPOPlus(_DecisionLoss):
     that depend on features), batched or not as the layer allows, and treated as data.
     ``cost`` / ``decision`` name the cost parameter and decision variable when the layer has
     several candidates; ``warm_start`` is passed to the layer's solves.
+
+    Where the objective has terms besides the cost (``<c, w> + f(w)``), the decision is that of the
+    whole objective, so the gradient is Danskin's gradient of SPO+ with ``f`` included; the value
+    counts the cost term only (``f(w)`` is not an output of the layer).
     """
 
     def __init__(
@@ -248,7 +252,8 @@ class PerturbedFenchelYoung(_DecisionLoss):
     ``generator`` (None: torch's global generator) in that order, so a generator seeded as
     PyEPO's (``torch.Generator().manual_seed(135)``) draws PyEPO's noise. Its gradient in
     ``c_hat`` is ``w* - mean_s w(c_hat + sigma xi_s)``. The samples of a batch are solved in one
-    layer call of batch * n_samples items. Other arguments as in ``SPOPlus``.
+    layer call of batch * n_samples items. Other arguments, and objectives with terms besides the
+    cost, as in ``SPOPlus``.
     """
 
     def __init__(

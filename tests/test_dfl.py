@@ -318,3 +318,53 @@ def test_errors_name_the_culprit() -> None:
     shifted = SPOPlus(_layer(cp.Minimize(c @ x), [x >= lo, x <= 1], [c, lo], [x]))
     with pytest.raises(ValueError, match="'lo' requires grad"):
         shifted(ones, ones, ones, torch.ones(2), torch.zeros(3, requires_grad=True))
+
+
+@pytest.mark.timeout(60)
+def test_warm_started_solves_give_the_same_losses() -> None:
+    """warm_start=True reaches the layer (HiGHS starts each item from the last call's vertex) and
+    changes no value or gradient."""
+    _, _, (costs, sols, objs) = _shortest_path()
+    path = grid_shortest_path(5)
+    layer = CvxpyLayer(path.problem, [path.cost], [path.flow], solver="HIGHS")
+    cold, warm = SPOPlus(layer), SPOPlus(layer, warm_start=True)
+    for seed in range(3):
+        pred = _prediction(costs, seed=seed)
+        _assert_close(
+            _value_and_grad(warm(pred, costs, sols, objs), pred),
+            _value_and_grad(cold(pred, costs, sols, objs), pred),
+        )
+    assert set(layer._warm_starts) and all(
+        s.status == "optimal" for s in next(iter(layer._warm_starts.values()))
+    )
+
+
+@pytest.mark.timeout(60)
+def test_a_convex_program_with_a_linear_cost_term() -> None:
+    """min <c, w> + 1/2 |w|^2 over the simplex: the decisions are those of the whole objective, and
+    the SPO+ gradient is 2 (w* - w(2 c_hat - c)) with w the projection of -(2 c_hat - c) onto the
+    simplex, computed here independently by sorting."""
+
+    def simplex_projection(v: np.ndarray) -> np.ndarray:
+        u = np.sort(v)[::-1]
+        css = np.cumsum(u) - 1
+        k = np.nonzero(u - css / np.arange(1, v.size + 1) > 0)[0][-1]
+        return np.maximum(v - css[k] / (k + 1), 0)
+
+    c, w = cp.Parameter(5, name="c"), cp.Variable(5, name="w")
+    problem = cp.Problem(cp.Minimize(c @ w + 0.5 * cp.sum_squares(w)), [cp.sum(w) == 1, w >= 0])
+    spo = SPOPlus(CvxpyLayer(problem, [c], [w], solver="CLARABEL", solver_args={"eps": 1e-10}))
+    rng = np.random.default_rng(0)
+    true_cost = torch.tensor(rng.normal(size=(4, 5)))
+    true_sol = torch.tensor(np.stack([simplex_projection(-v) for v in true_cost.numpy()]))
+    pred = torch.tensor(rng.normal(size=(4, 5)), requires_grad=True)
+    (grad,) = torch.autograd.grad(spo(pred, true_cost, true_sol, (true_cost * true_sol).sum(1)), pred)
+    w_spo = np.stack(
+        [
+            simplex_projection(-(2 * p - t))
+            for p, t in zip(pred.detach().numpy(), true_cost.numpy(), strict=True)
+        ]
+    )
+    expected = 2 * (true_sol.numpy() - w_spo) / 4
+    np.testing.assert_allclose(grad.numpy(), expected, atol=1e-7)
+    assert np.abs(expected).max() > 1e-2
