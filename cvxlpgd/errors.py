@@ -45,16 +45,23 @@ class PerturbedSolveError(SolverError):
 
 
 class SolverWarning(UserWarning):
-    """A call went on despite solver trouble (failed, inaccurate or one-sided items).
+    """A call went on despite trouble (failed, inaccurate or one-sided items; the subclasses
+    below name other kinds). Every warning cvxlpgd issues is one, so one filter silences them.
 
     The text names only counts, never item numbers, so that Python's once-per-place filter
     shows a training loop's warning once; which items and why are in ``statuses`` (and in the
     layer's ``last_statuses``).
     """
 
-    def __init__(self, message: str, statuses: Mapping[object, str]):
+    def __init__(self, message: str, statuses: Mapping[object, str] | None = None):
         super().__init__(message)
-        self.statuses = dict(statuses)
+        self.statuses = dict(statuses or {})
+
+
+class ParameterWarning(SolverWarning):
+    """A parameter's value breaks its declared attribute in a way the solve tolerates (an exact
+    zero for ``pos``, a slightly non-symmetric ``PSD``): the call goes on as the message says.
+    ``statuses`` maps the parameter's name to what is wrong with its value."""
 
 
 def warn_user(message: str, statuses: Mapping[object, str]) -> None:
