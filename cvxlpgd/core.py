@@ -7,6 +7,7 @@ chain forward and, in its backward, in reverse (pipeline.py lists the stages).
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -16,6 +17,7 @@ import numpy as np
 from cvxlpgd.compile import compile_problem
 from cvxlpgd.cone import Solution
 from cvxlpgd.dgp import LogLogForm
+from cvxlpgd.errors import PickleWarning, warn_at_caller
 from cvxlpgd.gradients import GradientMethod, resolve_gradient
 from cvxlpgd.options import Options
 from cvxlpgd.parameter_values import Batching, Flatten, Unbatch, check_values
@@ -102,10 +104,33 @@ class LayerCore:
             self._warm_starts[call.form] = solutions
 
     def __getstate__(self) -> dict:
-        """Executors do not pickle (the default pool is used after loading); warm starts are a
-        cache of the last call."""
-        options = replace(self.options, executor=None, forward_workers=None, backward_workers=None)
-        return {**self.__dict__, "options": options, "_warm_starts": {}}
+        """Without the warm starts (a cache of the last call), and without an executor that does
+        not pickle (a thread pool does not): the loaded layer then uses the default pool."""
+        state = {**self.__dict__, "_warm_starts": {}}
+        executor = self.options.executor
+        if executor is not None and not _pickles(executor):
+            warn_at_caller(
+                PickleWarning(
+                    f"The layer's executor ({type(executor).__name__}) cannot be pickled, so the "
+                    "pickled layer has none and will run on cvxlpgd's default thread pool. After "
+                    "loading, set layer.executor = ... to give it one again."
+                )
+            )
+            state["options"] = replace(self.options, executor=None)
+        return state
+
+    def __deepcopy__(self, memo: dict) -> LayerCore:
+        """A copy that shares the executor (a pool of workers is a resource, not a value to
+        copy) and starts without warm starts."""
+        import copy
+
+        if self.options.executor is not None:
+            memo[id(self.options.executor)] = self.options.executor
+        clone = object.__new__(LayerCore)
+        memo[id(self)] = clone
+        for key, value in self.__dict__.items():
+            clone.__dict__[key] = {} if key == "_warm_starts" else copy.deepcopy(value, memo)
+        return clone
 
 
 @dataclass
@@ -144,3 +169,11 @@ class Call:
     def backward(self, output_grads: Sequence[np.ndarray]) -> list[np.ndarray]:
         """float64 gradients, one per output -> one per user parameter (its shape)."""
         return self.chain.backward(list(output_grads))
+
+
+def _pickles(value: object) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return False
+    return True

@@ -64,6 +64,11 @@ class ParameterWarning(SolverWarning):
     ``statuses`` maps the parameter's name to what is wrong with its value."""
 
 
+class PickleWarning(SolverWarning):
+    """A layer was pickled without its executor, which does not pickle (a thread or process
+    pool): the loaded layer runs on cvxlpgd's default thread pool until given one again."""
+
+
 def warn_user(message: str, statuses: Mapping[object, str]) -> None:
     """Warn with a ``SolverWarning``, attributed to the user's line (see ``warn_at_caller``)."""
     warn_at_caller(SolverWarning(message, statuses))

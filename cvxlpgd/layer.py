@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import Executor
+from dataclasses import replace
 from typing import Any
 
 import cvxpy as cp
@@ -134,6 +135,10 @@ class CvxpyLayer(torch.nn.Module):
     def executor(self) -> Executor | None:
         """The forward's executor (``executor=`` or ``n_jobs_forward``'s pool); None: the default pool."""
         return self.core.options.chosen_executor()
+
+    @executor.setter
+    def executor(self, executor: Executor | None) -> None:
+        self.core.options = replace(self.core.options, executor=executor, forward_workers=None)
 
     @property
     def backward_executor(self) -> Executor | None:
