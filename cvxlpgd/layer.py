@@ -21,7 +21,7 @@ from cvxlpgd.options import FailurePolicy, Options
 from cvxlpgd.program import CompiledProblem
 from cvxlpgd.ranks import warn_if_ranks_share_cores
 from cvxlpgd.solvers import ConeSolver
-from cvxlpgd.tensors import check_tensors, promoted_dtype, to_numpy, to_tensor
+from cvxlpgd.tensors import check_incoming_gradients, check_tensors, promoted_dtype, to_numpy, to_tensor
 
 
 class CvxpyLayer(torch.nn.Module):
@@ -193,6 +193,7 @@ class _SolveFunction(torch.autograd.Function):
                 "would return a wrong second derivative. Take second derivatives around the layer, "
                 "or differentiate its outputs by finite differences."
             )
+        check_incoming_gradients(grads)
         param_grads = ctx.call.backward([to_numpy(g) for g in grads])
         return (
             None,

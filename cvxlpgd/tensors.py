@@ -1,5 +1,5 @@
 """PyTorch tensors into and out of the numpy pipeline: the checks only torch needs (type,
-functorch transforms, layout, dtype) and the conversions, keeping dtype and device."""
+functorch transforms, layout, dtype, tracing) and the conversions, keeping dtype and device."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ from cvxlpgd.parameter_values import check_count, describe
 
 def check_tensors(params: Sequence[object], parameters: Sequence[cp.Parameter]) -> None:
     """What the numpy checks cannot see: each value a dense, real floating-point tensor, not a
-    functorch transform's wrapper."""
+    functorch transform's wrapper and not under ``torch.jit.trace``."""
+    if torch.jit.is_tracing():
+        raise RuntimeError(
+            "CvxpyLayer cannot be traced by torch.jit.trace: the solve runs outside torch, so a trace "
+            "would record this input's solution as a constant and return it for every later input. "
+            "Trace the parts of the model around the layer and call the layer between them, or use "
+            "torch.compile, which runs the layer eagerly."
+        )
     check_count(params, parameters)
     for i, (value, param) in enumerate(zip(params, parameters, strict=True)):
         if not isinstance(value, torch.Tensor):
@@ -33,6 +40,16 @@ def check_tensors(params: Sequence[object], parameters: Sequence[cp.Parameter]) 
             raise TypeError(
                 f"{describe(param, i)} must be a real floating-point tensor, got dtype {value.dtype}."
             )
+
+
+def check_incoming_gradients(grads: Sequence[torch.Tensor]) -> None:
+    """A backward that torch runs batched (``jacobian(..., vectorize=True)``) cannot leave torch."""
+    if any(torch._C._functorch.is_legacy_batchedtensor(g) for g in grads):
+        raise RuntimeError(
+            "CvxpyLayer's backward cannot run batched over several output gradients at once, as "
+            "torch.autograd.functional.jacobian(..., vectorize=True) runs it: the gradient is computed "
+            "outside torch. Use vectorize=False (the default), which runs one backward per output entry."
+        )
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
