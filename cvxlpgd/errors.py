@@ -69,6 +69,11 @@ class PickleWarning(SolverWarning):
     pool): the loaded layer runs on cvxlpgd's default thread pool until given one again."""
 
 
+class SharedCoresWarning(SolverWarning, RuntimeWarning):
+    """Several torch.distributed ranks on one machine each start the default pool of one thread
+    per core (see ranks.py); also a ``RuntimeWarning``, as it was first."""
+
+
 def warn_user(message: str, statuses: Mapping[object, str]) -> None:
     """Warn with a ``SolverWarning``, attributed to the user's line (see ``warn_at_caller``)."""
     warn_at_caller(SolverWarning(message, statuses))
