@@ -46,7 +46,7 @@ class LayerCore:
         self.dgp = LogLogForm(problem, parameters, variables) if gp else None
         if self.dgp is not None:
             problem, parameters, variables = self.dgp.problem, self.dgp.parameters, self.dgp.variables
-        backend = options.backend()  # validates the settings
+        self._backend = backend = options.backend()  # validates the settings
         form = options.gradient.conic_form(backend)
         self.parameters, self.variables = check_problem(
             problem, parameters, variables, allow_param_quad_form=form.quad_obj, backend=backend
@@ -65,8 +65,14 @@ class LayerCore:
     def compiled(self, gradient: GradientMethod | str | None = None) -> CompiledProblem:
         """The conic maps used with the layer's (or the given) gradient method."""
         method = self.options.gradient if gradient is None else resolve_gradient(gradient)
-        backend = self.options.backend()
+        backend = self.backend(self.options)
         return self._compiled_for(method.conic_form(backend), backend)
+
+    def backend(self, options: Options) -> ConeSolver:
+        """The solver backend for ``options``: the one built (and checked) with the layer, unless
+        a call changes the solver or its settings."""
+        unchanged = options.solver is self.options.solver and options.settings == self.options.settings
+        return self._backend if unchanged else options.backend()
 
     def _compiled_for(self, form: ConicForm, backend: ConeSolver) -> CompiledProblem:
         """The problem compiled in the conic form a gradient method needs; built on first use."""
@@ -80,7 +86,7 @@ class LayerCore:
     def call(self, options: Options, differentiable: bool, warm_start: bool) -> Call:
         """One call with ``options`` (the layer's, updated by the call's arguments);
         ``differentiable``: a backward may follow."""
-        backend = options.backend()
+        backend = self.backend(options)
         form = options.gradient.conic_form(backend)
         solve = Solve(
             solver=backend,
