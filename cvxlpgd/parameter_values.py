@@ -50,36 +50,45 @@ def check_values(
 ) -> Batching:
     """Shapes, batch sizes, finite entries and declared attributes of float64 ``values``; the
     parameters at the indices ``positive`` (a geometric program's) must be > 0."""
-    check_count(values, parameters)
-    batch_sizes = [_batch_size(v, p, i) for i, (v, p) in enumerate(zip(values, parameters, strict=True))]
+    batching = check_shapes([v.shape for v in values], parameters)
+    each = zip(values, parameters, batching.batched_params, strict=True)
+    for i, (value, param, batched) in enumerate(each):
+        _check_finite(value, param, i, batching.batch_size if batched else None)
+        if i in positive:
+            _check_positive(value, param, i)
+        _check_attributes(param, i, value, batched)
+    return batching
+
+
+def check_shapes(shapes: Sequence[tuple[int, ...]], parameters: Sequence[cp.Parameter]) -> Batching:
+    """The batch that values of these shapes make (what a front end can check before it has the
+    values, as JAX does while it traces)."""
+    check_count(shapes, parameters)
+    each = zip(shapes, parameters, strict=True)
+    batch_sizes = [_batch_size(tuple(shape), param, i) for i, (shape, param) in enumerate(each)]
     sizes = {b for b in batch_sizes if b is not None}
     if len(sizes) > 1:
         detail = ", ".join(f"{p.name()!r}: {b}" for p, b in zip(parameters, batch_sizes, strict=True) if b)
         raise ValueError(
             f"Inconsistent batch sizes: batched parameters disagree on the batch size ({detail})."
         )
-    for i, (value, param, b) in enumerate(zip(values, parameters, batch_sizes, strict=True)):
-        _check_finite(value, param, i, b)
-        if i in positive:
-            _check_positive(value, param, i)
-        _check_attributes(param, i, value, b is not None)
     return Batching(sizes.pop() if sizes else 1, tuple(b is not None for b in batch_sizes))
 
 
-def _batch_size(value: np.ndarray, param: cp.Parameter, index: int) -> int | None:
-    """The value's batch size; None when it has the parameter's own shape."""
+def _batch_size(given: tuple[int, ...], param: cp.Parameter, index: int) -> int | None:
+    """The batch size of a value of shape ``given``; None when it has the parameter's own shape."""
     shape = tuple(param.shape)
-    if value.shape == shape:
+    if given == shape:
         return None
-    if value.ndim == len(shape) + 1 and value.shape[1:] == shape:
-        if value.shape[0] == 0:
+    if len(given) == len(shape) + 1 and given[1:] == shape:
+        if given[0] == 0:
             raise ValueError(f"{describe(param, index)} has an empty batch dimension.")
-        return int(value.shape[0])
+        return int(given[0])
     expected = ", ".join(map(str, ("batch", *shape)))
-    kind = "shape" if value.ndim in (len(shape), len(shape) + 1) else "dimensionality"
+    kind = "shape" if len(given) in (len(shape), len(shape) + 1) else "dimensionality"
     raise ValueError(
         f"Invalid parameter {kind}: {describe(param, index)} expects shape {shape} or ({expected}); "
-        f"got {value.shape}."
+        f"got {given}."
     )
 
 
