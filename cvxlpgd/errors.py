@@ -79,11 +79,16 @@ def warn_user(message: str, statuses: Mapping[object, str]) -> None:
     warn_at_caller(SolverWarning(message, statuses))
 
 
+# The packages whose frames lie between a user's call and cvxlpgd: the front ends' frameworks.
+_FRAMEWORKS = ("torch", "jax", "jaxlib")
+
+
 def warn_at_caller(warning: Warning) -> None:
-    """Warn, attributed to the first caller outside cvxlpgd and torch, so that the reported file
-    and line are the user's (the stack depth through torch varies)."""
-    # torch's directory is read from the loaded module: worker processes never import torch.
-    internal = tuple(_package_dir(m.__file__) for m in (sys.modules[__name__], sys.modules.get("torch")) if m)
+    """Warn, attributed to the first caller outside cvxlpgd and the frameworks (torch, JAX), so
+    that the reported file and line are the user's (the stack depth through them varies)."""
+    # Read from the loaded modules: worker processes import neither torch nor JAX.
+    packages = [sys.modules[__name__], *(sys.modules.get(name) for name in _FRAMEWORKS)]
+    internal = tuple(_package_dir(m.__file__) for m in packages if m is not None)
     frame, level = sys._getframe(1), 1
     while frame is not None and frame.f_code.co_filename.startswith(internal):
         frame, level = frame.f_back, level + 1
