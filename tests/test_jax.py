@@ -192,6 +192,12 @@ def test_failed_items_and_warnings_as_in_the_torch_layer():
         line = inspect.currentframe().f_lineno + 1
         weighted(jnp.array([0.0, 1.0]))
     assert [(w.category, w.filename, w.lineno) for w in caught] == [(ParameterWarning, __file__, line)]
+    compiled = jax.jit(weighted.__call__)
+    with warnings.catch_warnings(record=True) as caught:  # the host callback runs inside this call
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno + 1
+        compiled(jnp.array([0.0, 1.0]))[0].block_until_ready()
+    assert [(w.category, w.filename, w.lineno) for w in caught] == [(ParameterWarning, __file__, line)]
 
 
 def test_pickle_round_trip_gives_the_same_numbers():
