@@ -7,6 +7,7 @@ chain forward and, in its backward, in reverse (pipeline.py lists the stages).
 
 from __future__ import annotations
 
+import copy
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -20,7 +21,7 @@ from cvxlpgd.dgp import LogLogForm
 from cvxlpgd.errors import PickleWarning, warn_at_caller
 from cvxlpgd.gradients import GradientMethod, resolve_gradient
 from cvxlpgd.options import Options
-from cvxlpgd.parameter_values import Batching, Flatten, Unbatch, check_values
+from cvxlpgd.parameter_values import Flatten, Unbatch, check_values
 from cvxlpgd.pipeline import Chain, ConicData, Recover, Solve
 from cvxlpgd.problem_checks import check_problem
 from cvxlpgd.program import CompiledProblem, ConicForm
@@ -128,8 +129,6 @@ class LayerCore:
     def __deepcopy__(self, memo: dict) -> LayerCore:
         """A copy that shares the executor (a pool of workers is a resource, not a value to
         copy) and starts without warm starts."""
-        import copy
-
         if self.options.executor is not None:
             memo[id(self.options.executor)] = self.options.executor
         clone = object.__new__(LayerCore)
@@ -150,16 +149,15 @@ class Call:
     form: ConicForm
     warm_start: bool
     chain: Chain | None = None
-    batching: Batching | None = None
 
     def forward(self, values: Sequence[np.ndarray]) -> list[np.ndarray]:
         """float64 values, one per user parameter -> one array per requested output."""
         dgp = self.core.dgp
-        self.batching = check_values(
+        batching = check_values(
             values, self.core.user_parameters, positive=frozenset() if dgp is None else dgp.log_indices
         )
         log, exp = (None, None) if dgp is None else dgp.stages()
-        flattened = self.batching if dgp is None else dgp.dcp_batching(self.batching)
+        flattened = batching if dgp is None else dgp.dcp_batching(batching)
         stages = [
             log,
             Flatten(flattened),
@@ -167,7 +165,7 @@ class Call:
             self.solve,
             Recover(self.compiled.recovery),
             exp,
-            Unbatch(self.batching.batched),
+            Unbatch(batching.batched),
         ]
         self.chain = Chain([stage for stage in stages if stage is not None])
         return self.chain.forward(list(values))
