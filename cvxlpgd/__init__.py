@@ -30,7 +30,14 @@ if TYPE_CHECKING:
         Integrality,
         Solution,
     )
-    from cvxlpgd.errors import PerturbedSolveError, SolverError, SolverWarning
+    from cvxlpgd.errors import (
+        ParameterWarning,
+        PerturbedSolveError,
+        PickleWarning,
+        SharedCoresWarning,
+        SolverError,
+        SolverWarning,
+    )
     from cvxlpgd.gradients import AdaptiveLPGD, Implicit
     from cvxlpgd.gradients.lpgd import LPGD
     from cvxlpgd.layer import CvxpyLayer
@@ -57,7 +64,17 @@ _HOMES = {
         ],
         "cvxlpgd.cone",
     ),
-    **dict.fromkeys(["PerturbedSolveError", "SolverError", "SolverWarning"], "cvxlpgd.errors"),
+    **dict.fromkeys(
+        [
+            "ParameterWarning",
+            "PerturbedSolveError",
+            "PickleWarning",
+            "SharedCoresWarning",
+            "SolverError",
+            "SolverWarning",
+        ],
+        "cvxlpgd.errors",
+    ),
     **dict.fromkeys(["AdaptiveLPGD", "Implicit"], "cvxlpgd.gradients"),
     "LPGD": "cvxlpgd.gradients.lpgd",
     "CvxpyLayer": "cvxlpgd.layer",
@@ -86,9 +103,12 @@ __all__ = [
     "LPGD",
     "OPTIMAL",
     "OPTIMAL_INACCURATE",
+    "ParameterWarning",
     "PerturbedSolveError",
+    "PickleWarning",
     "SOLVER_ERROR",
     "STATUSES",
+    "SharedCoresWarning",
     "Solution",
     "SolverError",
     "SolverWarning",

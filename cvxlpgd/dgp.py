@@ -2,9 +2,9 @@
 
 CVXPY's ``Dgp2Dcp`` reduction rewrites a disciplined geometric program in the logs of its
 variables and of its positive parameters; the layer compiles and solves that DCP problem as
-any other. The log of the inputs and the exp of the primal outputs are taken here in torch, so
-autograd chains both transforms into either backward pass (LPGD or implicit) and the solver
-side needs to know nothing about geometric programs.
+any other. The log of the inputs and the exp of the primal outputs are the first and the last
+stage of a call (numpy, each with its adjoint), so either backward pass (LPGD or implicit)
+carries both transforms and the solver side needs to know nothing about geometric programs.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cvxpy as cp
-import torch
+import numpy as np
 from cvxpy.reductions.dgp2dcp.dgp2dcp import Dgp2Dcp
 
-from cvxlpgd.validate import check_inputs
+from cvxlpgd.parameter_values import Batching
 
 
 @dataclass(frozen=True)
@@ -107,27 +107,50 @@ class LogLogForm:
                 exponentiate.append(False)
         return mapped, tuple(exponentiate)
 
-    def log_parameters(self, params: Sequence[object]) -> tuple[torch.Tensor, ...]:
-        """User tensors -> the DCP problem's tensors (logs of the positive parameters)."""
-        check_inputs(params, self.user_parameters)  # errors in terms of the user's parameters
-        dcp_params = []
-        for source in self._sources:
-            value = params[source.index]
-            if source.log:
-                bad = value.detach() <= 0
-                if bad.any():
-                    param = self.user_parameters[source.index]
-                    raise ValueError(
-                        f"parameter {source.index} ({param.name()!r}) enters the geometric program "
-                        "through its logarithm, so every entry must be > 0; got "
-                        f"{value.detach()[bad].min().item()}. Pass a positive value (gp=True takes no zeros)."
-                    )
-                value = torch.log(value)
-            dcp_params.append(value)
-        return tuple(dcp_params)
+    @property
+    def log_indices(self) -> frozenset[int]:
+        """The user's parameters that enter through their logs (so must be > 0)."""
+        return frozenset(source.index for source in self._sources if source.log)
 
-    def exp_variables(self, outputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """The DCP layer's outputs -> the DGP problem's: exp of primal variables, duals as they are."""
-        return tuple(
-            torch.exp(out) if exp else out for out, exp in zip(outputs, self._exponentiate, strict=True)
-        )
+    def dcp_batching(self, batching: Batching) -> Batching:
+        """Which of the DCP problem's parameters are batched, from the user's ``batching``."""
+        return Batching(batching.batch_size, tuple(batching.batched_params[s.index] for s in self._sources))
+
+    def stages(self) -> tuple[LogParameters, ExpVariables]:
+        """The first and the last stage of one call (see pipeline.py)."""
+        return LogParameters(self._sources), ExpVariables(self._exponentiate)
+
+
+class LogParameters:
+    """Stage: the user's parameter values -> the DCP problem's (logs of the positive ones, each
+    value fed to every DCP parameter computed from it); the adjoint collects their gradients."""
+
+    def __init__(self, sources: tuple[_Source, ...]) -> None:
+        self.sources = sources
+        self.values: list[np.ndarray] = []
+
+    def apply(self, values: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self.values = list(values)
+        return [np.log(values[s.index]) if s.log else values[s.index] for s in self.sources]
+
+    def adjoint(self, grads: Sequence[np.ndarray]) -> list[np.ndarray]:
+        total = [np.zeros_like(value) for value in self.values]
+        for source, grad in zip(self.sources, grads, strict=True):
+            total[source.index] += grad / self.values[source.index] if source.log else grad
+        return total
+
+
+class ExpVariables:
+    """Stage: the DCP problem's outputs -> the DGP problem's (exp of primal variables, duals as
+    they are)."""
+
+    def __init__(self, exponentiate: tuple[bool, ...]) -> None:
+        self.exponentiate = exponentiate
+        self.outputs: list[np.ndarray] = []
+
+    def apply(self, outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self.outputs = [np.exp(o) if e else o for o, e in zip(outputs, self.exponentiate, strict=True)]
+        return self.outputs
+
+    def adjoint(self, grads: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [g * o if e else g for g, o, e in zip(grads, self.outputs, self.exponentiate, strict=True)]

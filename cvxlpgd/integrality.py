@@ -1,5 +1,6 @@
-"""What compiling adds for mixed-integer problems (integer columns) and for solvers that accept
-only some cones (the check).
+"""Mixed-integer problems: the rules they follow (checked on the problem, and on its compiled
+data for what only canonicalization reveals), the integer columns compiling adds, and the cone
+check every compiled problem goes through.
 
 A continuous problem is canonicalized as the solver's ``canon_solver`` asks (HiGHS: as for
 Clarabel, so variable bounds stay rows of ``A`` and the conic program and its duals are the same
@@ -15,15 +16,62 @@ import numpy as np
 
 from cvxlpgd.cone import ConeDims, Integrality
 from cvxlpgd.program import ConicForm
-from cvxlpgd.solvers.base import check_cones
+from cvxlpgd.solvers.base import ConeSolver, check_cones
 
 # The CVXPY solver whose canonicalization mixed-integer problems take (column bounds out of A),
 # and the built-in backend that solves them.
 MIP_SOLVER = "HIGHS"
 
 
+# Why a mixed-integer problem may be parametrized in its linear costs only: LPGD's gradient for
+# A and b needs constraint duals, which such a problem does not have.
+_COSTS_ONLY = (
+    "constraint duals are not defined for mixed-integer problems, so parameters may enter only the "
+    "linear objective."
+)
+
+
+def _is_integral(variable: cp.Variable) -> bool:
+    return bool(variable.attributes.get("boolean") or variable.attributes.get("integer"))
+
+
 def is_mixed_integer(problem: cp.Problem) -> bool:
-    return any(v.attributes.get("boolean") or v.attributes.get("integer") for v in problem.variables())
+    return any(_is_integral(v) for v in problem.variables())
+
+
+def check_mixed_integer_problem(
+    problem: cp.Problem, variables: list[cp.Variable], backend: ConeSolver
+) -> None:
+    """A mixed-integer layer needs a solver that takes integrality, primal outputs, and parameters
+    in the objective only (what compiling reveals beyond that: ``check_mixed_integer_data``)."""
+    if not backend.mixed_integer:
+        names = sorted(v.name() for v in problem.variables() if _is_integral(v))
+        raise ValueError(
+            f"The problem has integer or boolean variables ({', '.join(names)}); {backend.name} solves "
+            f"convex problems only. Use solver='{MIP_SOLVER}' for mixed-integer linear programs (or a "
+            "solver object with mixed_integer = True)."
+        )
+    duals = {dv.id: con for con in problem.constraints for dv in con.dual_variables}
+    for i, v in enumerate(variables):
+        if v.id in duals:
+            raise ValueError(
+                f"variables[{i}] is the dual variable of constraint {duals[v.id]}; constraint duals "
+                "are not defined for mixed-integer problems. Output primal variables only."
+            )
+    for i, con in enumerate(problem.constraints):
+        if con.parameters():
+            params = sorted(p.name() for p in con.parameters())
+            raise ValueError(
+                f"Constraint {i} ({con}) of this mixed-integer problem depends on parameters {params}; "
+                + _COSTS_ONLY
+            )
+    for v in problem.variables():
+        bounds = v.attributes.get("bounds") or ()
+        if any(isinstance(bound, cp.Expression) and bound.parameters() for bound in bounds):
+            raise ValueError(
+                f"The bounds of variable {v.name()!r} of this mixed-integer problem depend on "
+                "parameters; " + _COSTS_ONLY
+            )
 
 
 def canonicalization_solver(problem: cp.Problem, form: ConicForm) -> str:
@@ -72,8 +120,8 @@ def integrality(data: dict, n: int) -> Integrality | None:
 
 
 def check_mixed_integer_data(constant_constraints: bool, quadratic: bool) -> None:
-    """A mixed-integer problem may be parametrized in its linear costs only: LPGD's gradient
-    for ``A`` and ``b`` needs constraint duals, which a mixed-integer problem does not have."""
+    """The rules of ``check_mixed_integer_problem`` that only the compiled data show: a quadratic
+    objective, and parameters that reach the constraints through CVXPY's rewriting."""
     if quadratic:
         raise ValueError(
             "HIGHS cannot solve a mixed-integer problem with a quadratic objective; "
@@ -82,6 +130,5 @@ def check_mixed_integer_data(constant_constraints: bool, quadratic: bool) -> Non
     if not constant_constraints:
         raise ValueError(
             "A parameter of this mixed-integer problem reaches its constraints (directly, or through "
-            "a nonlinear objective term that CVXPY rewrites as constraints); constraint duals are not "
-            "defined for mixed-integer problems, so parameters may enter only the linear objective."
+            "a nonlinear objective term that CVXPY rewrites as constraints); " + _COSTS_ONLY
         )

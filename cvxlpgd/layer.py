@@ -1,26 +1,27 @@
-"""``CvxpyLayer``: a CVXPY problem as a differentiable PyTorch module (torch-facing part only)."""
+"""``CvxpyLayer``: a CVXPY problem as a differentiable PyTorch module.
+
+The torch-facing part only: options and problem go to ``core.LayerCore`` (numpy), tensors are
+checked and converted by tensors.py, and one ``torch.autograd.Function`` runs a call's chain of
+stages forward and its adjoints backward.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import Executor
+from dataclasses import replace
 from typing import Any
 
 import cvxpy as cp
-import numpy as np
 import torch
 
-from cvxlpgd.batch import default_executor, thread_pool
-from cvxlpgd.compat import split_peer_args
-from cvxlpgd.compile import compile_problem
-from cvxlpgd.cone import Solution
-from cvxlpgd.dgp import LogLogForm
-from cvxlpgd.gradients import GradientMethod, resolve_gradient
-from cvxlpgd.pipeline import FAILURE_POLICIES, FailurePolicy, LayerCall
-from cvxlpgd.program import CompiledProblem, ConicForm
+from cvxlpgd.core import Call, LayerCore
+from cvxlpgd.gradients import GradientMethod
+from cvxlpgd.options import FailurePolicy, Options
+from cvxlpgd.program import CompiledProblem
 from cvxlpgd.ranks import warn_if_ranks_share_cores
-from cvxlpgd.solvers import ConeSolver, make_solver, resolve_solver
-from cvxlpgd.validate import Inputs, check_executor, check_inputs, check_problem
+from cvxlpgd.solvers import ConeSolver
+from cvxlpgd.tensors import check_incoming_gradients, check_tensors, promoted_dtype, to_numpy, to_tensor
 
 
 class CvxpyLayer(torch.nn.Module):
@@ -72,58 +73,14 @@ class CvxpyLayer(torch.nn.Module):
         chunks: int | None = None,
     ) -> None:
         super().__init__()
-        peer = split_peer_args(solver_args)
-        self.dgp = LogLogForm(problem, parameters, variables) if gp else None
-        if self.dgp is not None:
-            problem, parameters, variables = self.dgp.problem, self.dgp.parameters, self.dgp.variables
-        chosen_solver = _one_of("solver", solver, "solve_method", peer.solver)
-        chosen_gradient = _one_of("gradient", gradient, "mode", peer.gradient)
-        self.solver = resolve_solver("SCS" if chosen_solver is None else chosen_solver)
-        self.gradient = resolve_gradient("lpgd" if chosen_gradient is None else chosen_gradient)
-        self.solver_args = {**peer.settings, **({"verbose": True} if verbose else {})}
-        if on_failure not in FAILURE_POLICIES:
-            raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}.")
-        self.on_failure = on_failure
-        self.executor, self.chunks = check_executor(executor, chunks), chunks
-        if self.executor is None:
-            self.executor = _pool(peer.forward_workers)
-        self.backward_executor = _pool(peer.backward_workers)
-        self.problem = problem
-        self.canon_backend = canon_backend
-        form = self.gradient.conic_form(make_solver(self.solver, self.solver_args))  # validates settings
-        self.cvxpy_parameters, self.variables = check_problem(
-            problem, parameters, variables, allow_param_quad_form=form.quad_obj, solver=self.solver
-        )
-        # Validated just above for this form; other forms are checked when first compiled.
-        self._compiled = {
-            form: compile_problem(problem, self.cvxpy_parameters, self.variables, form, canon_backend)
-        }
-        # The parameter of each entry of the flat parameter vector, for messages.
-        self._entry_names = tuple(name for p in self.cvxpy_parameters for name in [p.name()] * p.size)
-        self._warm_starts: dict[ConicForm, list[Solution]] = {}
-        self.last_statuses: list[str] = []  # per item of the last call: the normalized status
-        self.last_iterations: list[int] = []  # and the solver's iteration count
+        settings = {**(solver_args or {}), **({"verbose": True} if verbose else {})}
+        options = Options(chunks=chunks, on_failure=on_failure).updated(solver, gradient, settings, executor)
+        self.core = LayerCore(problem, parameters, variables, options, gp=gp, canon_backend=canon_backend)
 
     def compiled(self, gradient: GradientMethod | str | None = None) -> CompiledProblem:
         """The conic maps the layer uses with its (or the given) gradient method: to inspect the
         conic data (``compiled().maps.apply(theta)``) or to time the raw solver on it."""
-        method = self.gradient if gradient is None else resolve_gradient(gradient)
-        return self._compiled_for(method.conic_form(make_solver(self.solver, self.solver_args)), self.solver)
-
-    def _compiled_for(self, form: ConicForm, solver: str) -> CompiledProblem:
-        """The problem compiled in the conic form a gradient method needs; built on first use."""
-        if form not in self._compiled:
-            check_problem(
-                self.problem,
-                self.cvxpy_parameters,
-                self.variables,
-                allow_param_quad_form=form.quad_obj,
-                solver=solver,
-            )
-            self._compiled[form] = compile_problem(
-                self.problem, self.cvxpy_parameters, self.variables, form, self.canon_backend
-            )
-        return self._compiled[form]
+        return self.core.compiled(gradient)
 
     # torch.compile cannot trace a solver: the call stays out of the graph (one graph break),
     # so compiled models run it eagerly, quietly, and without recompiling per input shape.
@@ -141,91 +98,91 @@ class CvxpyLayer(torch.nn.Module):
         last call that also asked for warm starts, where the solver can use one (SCS; HIGHS for
         LPs); Clarabel, an interior-point method, ignores it.
         """
-        if self.dgp is not None:
-            params = self.dgp.log_parameters(params)
-        peer = split_peer_args(solver_args)
-        chosen = _one_of("gradient", gradient, "mode", peer.gradient)
-        method = self.gradient if chosen is None else resolve_gradient(chosen)
-        name = self.solver if peer.solver is None else resolve_solver(peer.solver)
-        solver = make_solver(name, {**self.solver_args, **peer.settings})
-        inputs = check_inputs(params, self.cvxpy_parameters)
-        form = method.conic_form(solver)
-        if self.executor is None and peer.forward_workers is None:
+        check_tensors(params, self.core.user_parameters)
+        options = self.core.options.updated(gradient=gradient, solver_args=solver_args)
+        if options.uses_default_pool:
             warn_if_ranks_share_cores()
-        executor = _first(_pool(peer.forward_workers), self.executor)
-        if executor is None:
-            executor = default_executor()
-        backward_executor = _first(_pool(peer.backward_workers), self.backward_executor, executor)
-        call = LayerCall(
-            compiled=self._compiled_for(form, name),
-            solver=solver,
-            method=method,
-            on_failure=self.on_failure,
-            executor=executor,
-            backward_executor=backward_executor,
-            chunks=self.chunks,
-            parameter_names=self._entry_names,
-            warm_starts=self._warm_starts.get(form) if warm_start else None,
-        )
         # Decided here: inside the Function's forward, grad mode is always off.
         differentiable = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        call = self.core.call(options, differentiable, warm_start)
         try:
-            outputs = _SolveFunction.apply(call, inputs, differentiable, *params)
-            return outputs if self.dgp is None else self.dgp.exp_variables(outputs)
+            return _SolveFunction.apply(call, *params)
         finally:
-            self.last_statuses = [s.status for s in call.solutions]
-            self.last_iterations = [s.iterations for s in call.solutions]
-            if warm_start:
-                self._warm_starts[form] = call.solutions
+            self.core.finish(call)
 
-    def __getstate__(self) -> dict:
-        state = dict(super().__getstate__())
-        # Executors do not pickle (the default pool is used after loading); warm starts are
-        # a cache of the last call.
-        state.update(executor=None, backward_executor=None, _warm_starts={})
-        return state
+    # The layer's settings, as given (read-only but for the executor).
+    @property
+    def solver(self) -> str | ConeSolver:
+        return self.core.options.solver
+
+    @property
+    def gradient(self) -> GradientMethod:
+        return self.core.options.gradient
+
+    @property
+    def solver_args(self) -> dict[str, Any]:
+        return dict(self.core.options.settings)
+
+    @property
+    def on_failure(self) -> FailurePolicy:
+        return self.core.options.on_failure
+
+    @property
+    def chunks(self) -> int | None:
+        return self.core.options.chunks
+
+    @property
+    def executor(self) -> Executor | None:
+        """The forward's executor (``executor=`` or ``n_jobs_forward``'s pool); None: the default pool."""
+        return self.core.options.chosen_executor()
+
+    @executor.setter
+    def executor(self, executor: Executor | None) -> None:
+        self.core.options = replace(self.core.options, executor=executor, forward_workers=None)
+
+    @property
+    def backward_executor(self) -> Executor | None:
+        """``n_jobs_backward``'s pool; None: the backward runs where the forward ran."""
+        return self.core.options.chosen_backward_executor()
+
+    @property
+    def cvxpy_parameters(self) -> list[cp.Parameter]:
+        return self.core.parameters
+
+    @property
+    def variables(self) -> list[cp.Variable]:
+        return self.core.variables
+
+    @property
+    def problem(self) -> cp.Problem:
+        return self.core.problem
+
+    @property
+    def last_statuses(self) -> list[str]:
+        """Per item of the last call: the normalized status."""
+        return self.core.last_statuses
+
+    @property
+    def last_iterations(self) -> list[int]:
+        """Per item of the last call: the solver's iteration count."""
+        return self.core.last_iterations
 
     def extra_repr(self) -> str:
         names = [p.name() for p in self.cvxpy_parameters]
         return f"solver={self.solver!r}, gradient={self.gradient!r}, parameters={names}"
 
 
-def _pool(workers: int | None) -> Executor | None:
-    """The thread pool that cvxpylayers' ``n_jobs_forward`` / ``n_jobs_backward`` ask for, if any."""
-    return None if workers is None else thread_pool(workers)
-
-
-def _first(*executors: Executor | None) -> Executor | None:
-    """The first executor given: a call's n_jobs_* key before the layer's own."""
-    return next((e for e in executors if e is not None), None)
-
-
-def _one_of(name: str, value: object, peer_key: str, peer_value: object) -> object:
-    """An argument that may also come as a cvxpylayers ``solver_args`` key: at most one of the two."""
-    if value is not None and peer_value is not None:
-        raise ValueError(f"Give either {name}= or solver_args[{peer_key!r}], not both.")
-    return value if value is not None else peer_value
-
-
 class _SolveFunction(torch.autograd.Function):
-    """Forward: solve; backward: the gradient method, both in numpy (see pipeline.py)."""
+    """Forward: the call's chain of stages; backward: their adjoints (numpy, see pipeline.py)."""
 
     @staticmethod
-    def forward(
-        ctx, call: LayerCall, inputs: Inputs, differentiable: bool, *params: torch.Tensor
-    ) -> tuple[torch.Tensor, ...]:
-        outputs = call.forward(inputs.theta, differentiable)
-        ctx.call, ctx.inputs = call, inputs
-        ctx.shapes = [tuple(p.shape) for p in params]
+    def forward(ctx, call: Call, *params: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = call.forward([to_numpy(p) for p in params])
+        ctx.call = call
         ctx.dtypes = [p.dtype for p in params]
-        # Unbatched outputs are built from the item's own array, not as views of a batched
-        # tensor: torch forbids in-place ops on views created inside a custom Function.
-        return tuple(
-            torch.from_numpy(np.array(out if inputs.batched else out[0])).to(
-                dtype=inputs.dtype, device=inputs.device
-            )
-            for out in outputs
-        )
+        ctx.device_of = params[0]
+        dtype = promoted_dtype(params)
+        return tuple(to_tensor(out, params[0], dtype) for out in outputs)
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -236,24 +193,12 @@ class _SolveFunction(torch.autograd.Function):
                 "would return a wrong second derivative. Take second derivatives around the layer, "
                 "or differentiate its outputs by finite differences."
             )
-        call, inputs = ctx.call, ctx.inputs
-        numpy_grads = [
-            g.detach().to("cpu", torch.float64).numpy().reshape(inputs.batch_size, *shape)
-            for g, shape in zip(grads, call.compiled.recovery.shapes, strict=True)
-        ]
-        dtheta = call.backward(numpy_grads)
-        param_grads: list[torch.Tensor | None] = []
-        offset = 0
-        for shape, dtype, batched, needs in zip(
-            ctx.shapes, ctx.dtypes, inputs.batched_params, ctx.needs_input_grad[3:], strict=True
-        ):
-            size = int(np.prod(shape[1:] if batched else shape))
-            block = dtheta[:, offset : offset + size]
-            offset += size
-            if not needs:
-                param_grads.append(None)
-                continue
-            block = block if batched else block.sum(axis=0)
-            grad = torch.from_numpy(np.ascontiguousarray(block).reshape(shape))
-            param_grads.append(grad.to(dtype=dtype, device=inputs.device))
-        return (None, None, None, *param_grads)
+        check_incoming_gradients(grads)
+        param_grads = ctx.call.backward([to_numpy(g) for g in grads])
+        return (
+            None,
+            *(
+                to_tensor(g, ctx.device_of, dtype) if needs else None
+                for g, dtype, needs in zip(param_grads, ctx.dtypes, ctx.needs_input_grad[1:], strict=True)
+            ),
+        )

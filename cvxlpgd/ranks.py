@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from cvxlpgd.errors import warn_at_caller
+from cvxlpgd.errors import SharedCoresWarning, warn_at_caller
 
 _warned = False
 
@@ -27,7 +27,7 @@ def warn_if_ranks_share_cores() -> None:
         _warned = True
         cores = os.cpu_count() or 1
         warn_at_caller(
-            RuntimeWarning(
+            SharedCoresWarning(
                 f"{ranks} torch.distributed ranks on this machine each start cvxlpgd's default pool of "
                 f"{cores} threads, {ranks * cores} threads on {cores} cores. Give each rank its share: "
                 f"CvxpyLayer(..., executor=ThreadPoolExecutor(max_workers={max(1, cores // ranks)}))."

@@ -5,6 +5,8 @@ test_validation.py.)"""
 
 from __future__ import annotations
 
+from concurrent.futures import Executor, Future
+
 import cvxpy as cp
 import diffcp
 import numpy as np
@@ -109,6 +111,39 @@ def test_n_jobs_sets_the_workers() -> None:
     torch.testing.assert_close(serial(*batch)[0], parallel(*batch)[0], atol=0, rtol=0)
     with pytest.raises(ValueError, match="n_jobs_forward"):
         CvxpyLayer(problem, [A, b], [x], solver_args={"n_jobs_forward": 0})
+
+
+class CountingExecutor(Executor):
+    """Runs each task at once on the calling thread and counts them."""
+
+    max_workers = 2
+
+    def __init__(self) -> None:
+        self.tasks = 0
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        self.tasks += 1
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_n_jobs_forward_of_a_call_overrides_the_layers_executor_for_that_call_only() -> None:
+    """The constructor and a call resolve executor= and n_jobs_forward by the same rule: at most one
+    of the two at construction; a call's n_jobs_forward replaces the layer's executor, once."""
+    problem, A, b, x, values = least_squares()
+    batch = [v.expand(4, *v.shape).clone() for v in values]
+    counting = CountingExecutor()
+    with pytest.raises(ValueError, match=r"either executor= or solver_args\['n_jobs_forward'\]"):
+        CvxpyLayer(problem, [A, b], [x], executor=counting, solver_args={"n_jobs_forward": 1})
+    layer = CvxpyLayer(problem, [A, b], [x], executor=counting)
+    reference = layer(*batch)[0]
+    assert counting.tasks == 2  # one per chunk, one chunk per worker
+    override = layer(*batch, solver_args={"n_jobs_forward": 1})[0]
+    assert counting.tasks == 2 and layer.executor is counting
+    torch.testing.assert_close(override, reference, atol=0, rtol=0)
+    layer(*batch)
+    assert counting.tasks == 4
 
 
 @pytest.mark.timeout(120)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -221,6 +223,40 @@ def test_non_positive_log_parameter_raises(bad: float) -> None:
     layer = CvxpyLayer(problem, params, variables, gp=True)
     with pytest.raises(ValueError, match="'b'"):
         layer(torch.tensor(1.0), torch.tensor(bad))
+
+
+@pytest.mark.timeout(60)
+def test_zero_for_a_log_parameter_raises_without_warning_first() -> None:
+    """A 0 for a ``pos`` parameter that enters through its log is refused once, with no earlier
+    "solved anyway" warning (the DCP layer's attribute check used to warn before the gp check)."""
+    problem, params, variables = mixed_problem()
+    layer = CvxpyLayer(problem, params, variables, gp=True)
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(ValueError, match="'b'.*> 0"):
+        warnings.simplefilter("always")
+        layer(torch.tensor(1.0), torch.tensor(0.0))
+    assert [str(w.message) for w in caught] == []
+
+
+@pytest.mark.timeout(60)
+def test_gp_gradient_of_the_log_and_exp_stages_matches_finite_differences() -> None:
+    """The log of the inputs and the exp of the outputs are numpy stages with adjoints: the
+    gradient through both agrees with central differences of the layer itself."""
+    problem, params, variables = box_problem()
+    layer = CvxpyLayer(problem, params, variables, gp=True, gradient="implicit", **REFERENCE)
+    values = torch.tensor(CASES["box"][1][1], dtype=torch.float64)
+    weights = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+
+    def loss(v: torch.Tensor) -> torch.Tensor:
+        return sum(w * out for w, out in zip(weights, layer(*v), strict=True))
+
+    tensors = values.clone().requires_grad_(True)
+    loss(tensors).backward()
+    step = 1e-5
+    for i in range(3):  # the positive parameters, which enter through their logs
+        e = torch.zeros(4, dtype=torch.float64)
+        e[i] = step * values[i]
+        fd = (loss(values + e) - loss(values - e)).item() / (2 * e[i].item())
+        assert tensors.grad[i].item() == pytest.approx(fd, rel=1e-4, abs=1e-8)
 
 
 @pytest.mark.timeout(60)

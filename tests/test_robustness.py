@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import copy
 import gc
+import inspect
 import pickle
 import tracemalloc
-from concurrent.futures import ThreadPoolExecutor
+import warnings
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 import cvxpy as cp
 import numpy as np
 import pytest
 import torch
 
-from cvxlpgd import LPGD, CvxpyLayer
+from cvxlpgd import LPGD, CvxpyLayer, SolverWarning
 from cvxlpgd.cone import Solution
+from cvxlpgd.errors import PickleWarning
 
 SOLVERS = ["SCS", "CLARABEL"]
 ARGS = {"SCS": {"eps": 1e-9, "max_iters": 50_000}, "CLARABEL": {}}
@@ -157,12 +160,56 @@ def test_pickle_round_trip(solver):
 
 
 def test_pickle_with_a_custom_executor():
+    """A thread pool does not pickle: the loaded layer runs on the default pool, and the pickling
+    line is warned (it used to be silent); the executor can be given again after loading."""
     with ThreadPoolExecutor(max_workers=2) as pool:
         layer = make_layer("CLARABEL", executor=pool)
-        loaded = pickle.loads(pickle.dumps(layer))
+        with pytest.warns(PickleWarning, match="ThreadPoolExecutor.*cannot be pickled") as caught:
+            line = inspect.currentframe().f_lineno + 1
+            loaded = pickle.loads(pickle.dumps(layer))
+        assert (caught[0].filename, caught[0].lineno) == (__file__, line)
+        assert issubclass(PickleWarning, SolverWarning)
         assert layer.executor is pool  # pickling does not change the original
-    assert loaded.executor is None
-    assert_identical(make_layer("CLARABEL")(*inputs(2)), loaded(*inputs(2)))
+        assert loaded.executor is None
+        assert_identical(make_layer("CLARABEL")(*inputs(2)), loaded(*inputs(2)))
+        loaded.executor = pool
+        assert loaded.executor is pool
+        assert_identical(layer(*inputs(2)), loaded(*inputs(2)))
+
+
+class InlineExecutor(Executor):
+    """Runs each task at once on the calling thread; has no locks, so it pickles."""
+
+    max_workers = 2
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_pickle_keeps_an_executor_that_pickles():
+    layer = make_layer("CLARABEL", executor=InlineExecutor())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = pickle.loads(pickle.dumps(layer))
+    assert isinstance(loaded.executor, InlineExecutor) and loaded.executor is not layer.executor
+    assert_identical(solve_and_grad(layer, *inputs(4)), solve_and_grad(loaded, *inputs(4)))
+
+
+def test_deepcopy_shares_the_executor():
+    """A copied model runs on the same pool (an executor is a resource, not a value)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        layer = make_layer("CLARABEL", executor=pool)
+        clone = copy.deepcopy(layer)
+        assert clone.executor is pool
+        assert_identical(solve_and_grad(layer, *inputs(5)), solve_and_grad(clone, *inputs(5)))
+
+
+def test_pickle_keeps_the_n_jobs_thread_counts():
+    layer = make_layer("CLARABEL", solver_args={"n_jobs_forward": 1, "n_jobs_backward": 1})
+    loaded = pickle.loads(pickle.dumps(layer))
+    assert loaded.executor._max_workers == 1 and loaded.backward_executor._max_workers == 1
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
@@ -256,7 +303,12 @@ def test_large_batch_bounded_memory_and_nothing_retained(small_lp):
     assert peak < 500e6, f"peak traced memory {peak / 1e6:.0f} MB"
     # nothing per item is kept by the layer after a no-grad call, except statuses and iterations
     assert solutions_alive() == before
-    held = [k for k, v in vars(layer).items() if isinstance(v, (list, tuple, dict)) and len(v) >= batch]
+    held = [
+        k
+        for owner in (layer, layer.core)  # the layer's numpy side keeps the per-call records
+        for k, v in vars(owner).items()
+        if isinstance(v, (list, tuple, dict)) and len(v) >= batch
+    ]
     assert held == ["last_statuses", "last_iterations"], held
     assert all(isinstance(s, str) for s in layer.last_statuses)
     assert all(isinstance(k, int) for k in layer.last_iterations)

@@ -218,6 +218,37 @@ def test_functorch_transforms_raise_a_clear_error() -> None:
     torch.testing.assert_close(jacobian, -10.0 * torch.eye(N, dtype=torch.float64), atol=1e-4, rtol=0)
 
 
+def test_vectorized_jacobian_raises_naming_vectorize_false() -> None:
+    """jacobian(..., vectorize=True) runs the backward batched, which cannot leave torch: a clear
+    error naming the remedy, where torch used to fail on aten::detach; vectorize=False is exact."""
+    problem, c, x = box_qp()
+    layer = CvxpyLayer(problem, [c], [x], solver="CLARABEL", gradient=LPGD(tau=1e-4))
+    point = torch.full((N,), 0.01, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match=r"vectorize=True.*Use vectorize=False"):
+        torch.autograd.functional.jacobian(lambda v: layer(v)[0], point, vectorize=True)
+    jacobian = torch.autograd.functional.jacobian(lambda v: layer(v)[0], point, vectorize=False)
+    torch.testing.assert_close(jacobian, -10.0 * torch.eye(N, dtype=torch.float64), atol=1e-4, rtol=0)
+
+
+def test_jit_trace_raises_and_tracing_around_the_layer_works() -> None:
+    """A trace would freeze the first input's solution: tracing through the layer raises, naming
+    the remedies; the remedy (trace the part before the layer, call the layer after it) gives
+    the eager model's outputs for new inputs."""
+    problem, c, x = box_qp()
+    layer = CvxpyLayer(problem, [c], [x], solver="CLARABEL", gradient=LPGD(tau=1e-4))
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(3, N).double()
+    features = torch.randn(4, 3, dtype=torch.float64) * 0.01
+    for check_trace in (True, False):  # without torch's own check, a trace used to freeze silently
+        with pytest.raises(RuntimeError, match=r"torch.jit.trace.*around the layer.*torch.compile"):
+            torch.jit.trace(torch.nn.Sequential(linear, layer), features, check_trace=check_trace)
+    traced = torch.jit.trace(linear, features)
+    fresh = torch.randn(4, 3, dtype=torch.float64) * 0.01
+    expected = layer(linear(fresh))[0]
+    torch.testing.assert_close(layer(traced(fresh))[0], expected, atol=0, rtol=0)
+    assert (expected - layer(linear(features))[0]).abs().max() > 1e-4  # new inputs, new solution
+
+
 @pytest.mark.timeout(180)
 def test_torch_compile_runs_the_layer_eagerly(caplog: pytest.LogCaptureFixture) -> None:
     problem, c, x = box_qp()

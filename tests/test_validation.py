@@ -7,14 +7,17 @@ parameter / variable, the expected and given shape, the batch item, the attribut
 
 from __future__ import annotations
 
+import inspect
 import re
+import warnings
 
 import cvxpy as cp
 import numpy as np
 import pytest
 import torch
 
-from cvxlpgd import LPGD, CvxpyLayer, SolverError
+from cvxlpgd import LPGD, CvxpyLayer, SolverError, SolverWarning
+from cvxlpgd.errors import ParameterWarning
 
 N = 3
 
@@ -443,7 +446,39 @@ def test_exact_zero_for_pos_or_neg_is_solved_with_a_warning(attribute, value):
     layer = _attribute_layer(**{attribute: True})
     with pytest.warns(UserWarning, match=f"'w'.*declared {attribute}.*exact zeros"):
         out = layer(torch.tensor(value, dtype=torch.float64))[0]
-    assert torch.isfinite(out).all()
+    # the problem with the zero in it, solved by CVXPY with the attribute dropped: the same optimal
+    # value, and the same entry where the cost is not zero (the other one is not unique)
+    x = cp.Variable(2)
+    problem = cp.Problem(cp.Minimize(np.array(value) @ x), [x >= -1, x <= 1])
+    problem.solve(solver=cp.CLARABEL)
+    assert float(np.array(value) @ out.numpy()) == pytest.approx(problem.value, abs=1e-6)
+    unique = np.array(value) != 0
+    np.testing.assert_allclose(out.numpy()[unique], x.value[unique], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "gp"),
+    [("pos", [0.0, 1.0], False), ("neg", [-1.0, 0.0], False), ("PSD", [[2.0, 1.0], [0.0, 2.0]], False)]
+    + [("pos", 0.0, True)],
+)
+def test_attribute_warnings_name_the_users_line(attribute, value, gp):
+    """Attribute warnings are ParameterWarnings (SolverWarnings) reported at the line that called
+    the layer, not inside torch or cvxlpgd, also with gp=True (here the pos parameter enters as an
+    exponent, not through its log, so a zero is allowed)."""
+    if gp:
+        x = cp.Variable(pos=True, name="x")
+        w = cp.Parameter(pos=True, name="w")
+        problem = cp.Problem(cp.Minimize(x**w + 1 / x), [x <= 2])
+        layer = CvxpyLayer(problem, [w], [x], gp=True, solver="CLARABEL")
+    else:
+        layer = _attribute_layer(**{attribute: True})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno + 1
+        layer(torch.tensor(value, dtype=torch.float64))
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    assert issubclass(caught[0].category, ParameterWarning) and issubclass(ParameterWarning, SolverWarning)
+    assert (caught[0].filename, caught[0].lineno) == (__file__, line)
 
 
 # --------------------------------------------------------------------------------------------
@@ -461,10 +496,11 @@ def test_input_errors_are_not_solver_errors(layer):
 
 
 def test_layer_still_works_after_a_rejected_call(layer):
+    expected = layer(*good_inputs())
     with pytest.raises(ValueError):
         layer(torch.ones(7, dtype=torch.float64), torch.ones(2, dtype=torch.float64))
-    x, _ = layer(*good_inputs())
-    assert torch.isfinite(x).all()
+    for got, want in zip(layer(*good_inputs()), expected, strict=True):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -478,12 +514,25 @@ def test_lpgd_accepts_numeric_scalars(tau):
 
 
 @pytest.mark.parametrize(
-    ("solver", "args"),
-    [("SCS", {"max_iters": np.int64(100)}), ("CLARABEL", {"eps": np.float32(1e-6)})],
+    ("solver", "args", "iterations"),
+    [("SCS", {"max_iters": np.int64(5)}, 5), ("CLARABEL", {"eps": np.float32(1e-3)}, None)],
 )
-def test_numpy_scalar_settings_are_accepted(lp, solver, args):
+def test_numpy_scalar_settings_are_accepted(lp, solver, args, iterations):
+    """A numpy scalar setting acts as the Python number it holds: the same outputs and iteration
+    counts, bitwise (and SCS stops at the 5 iterations asked for)."""
     problem, c, b, x, _ = lp
-    CvxpyLayer(problem, [c, b], [x], solver=solver, solver_args=args)
+    as_python = {key: value.item() for key, value in args.items()}
+    layers = [
+        CvxpyLayer(problem, [c, b], [x], solver=solver, solver_args=given, on_failure="nan")
+        for given in (args, as_python)
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SolverWarning)  # SCS's 5 iterations: an iteration limit
+        outputs = [layer(*good_inputs())[0] for layer in layers]
+    torch.testing.assert_close(outputs[0], outputs[1], atol=0, rtol=0, equal_nan=True)
+    assert layers[0].last_iterations == layers[1].last_iterations
+    if iterations is not None:
+        assert layers[0].last_iterations == [iterations]
 
 
 @pytest.mark.parametrize(
