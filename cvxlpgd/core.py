@@ -19,7 +19,7 @@ from cvxlpgd.compile import compile_problem
 from cvxlpgd.cone import Solution
 from cvxlpgd.dgp import LogLogForm
 from cvxlpgd.errors import PickleWarning, warn_at_caller
-from cvxlpgd.gradients import GradientMethod, resolve_gradient
+from cvxlpgd.gradients import GradientMethod, lookup_gradient
 from cvxlpgd.options import Options
 from cvxlpgd.parameter_values import Flatten, Unbatch, check_values
 from cvxlpgd.pipeline import Chain, ConicData, Recover, Solve
@@ -65,7 +65,7 @@ class LayerCore:
 
     def compiled(self, gradient: GradientMethod | str | None = None) -> CompiledProblem:
         """The conic maps used with the layer's (or the given) gradient method."""
-        method = self.options.gradient if gradient is None else resolve_gradient(gradient)
+        method = self.options.gradient if gradient is None else lookup_gradient(gradient)
         backend = self.backend(self.options)
         return self._compiled_for(method.conic_form(backend), backend)
 

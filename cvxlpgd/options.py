@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from cvxlpgd.batch import default_executor, thread_pool, worker_count
 from cvxlpgd.compat import split_peer_args
-from cvxlpgd.gradients import AdaptiveLPGD, GradientMethod, resolve_gradient
+from cvxlpgd.gradients import AdaptiveLPGD, GradientMethod, lookup_gradient
 from cvxlpgd.solvers import ConeSolver, SolverSpec, make_solver, resolve_solver
 
 FailurePolicy = Literal["raise", "nan"]
@@ -65,7 +65,7 @@ class Options:
         return replace(
             self,
             solver=self.solver if solver is None else resolve_solver(solver),
-            gradient=self.gradient if gradient is None else resolve_gradient(gradient),
+            gradient=self.gradient if gradient is None else lookup_gradient(gradient),
             settings={**self.settings, **peer.settings},
             executor=forward[0],
             forward_workers=forward[1],

@@ -30,7 +30,7 @@ from cvxlpgd.cone import INTERRUPTED, OPTIMAL_INACCURATE, Solution
 from cvxlpgd.errors import SolverError, warn_user
 from cvxlpgd.gradients.base import ChunkGradient, GradientMethod, SolvedChunk
 from cvxlpgd.options import FailurePolicy
-from cvxlpgd.program import DataGradient, ProblemMaps, ProgramBatch, Recovery
+from cvxlpgd.program import BLOCKS, DataGradient, ProblemMaps, ProgramBatch, Recovery
 from cvxlpgd.solvers import ConeSolver
 
 _MAX_LISTED = 5
@@ -82,9 +82,10 @@ class ConicData:
     def _check_finite(self, program: ProgramBatch, theta: np.ndarray) -> None:
         """Finite parameters can still overflow in the conic data (1e308 times a coefficient):
         say so, naming the largest parameter, instead of letting the solver fail obscurely."""
-        blocks = {"A": program.A_values, "b": program.b, "c": program.c, "P": program.P_values}
         broken = [
-            name for name, values in blocks.items() if values is not None and not np.isfinite(values).all()
+            block.value
+            for block in BLOCKS
+            if (values := program.values(block)) is not None and not np.isfinite(values).all()
         ]
         if not broken:
             return

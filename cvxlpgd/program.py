@@ -183,6 +183,10 @@ class ProgramBatch:
     shared_matrices: bool  # no parameter enters A or P: every item has the same matrices
     parametrized: frozenset[Block] = frozenset()  # the data blocks that parameters enter
 
+    def values(self, block: Block) -> np.ndarray | None:
+        """The (B or 1, k) values of one block of conic data (None: a problem without ``P``)."""
+        return {Block.A: self.A_values, Block.b: self.b, Block.c: self.c, Block.P: self.P_values}[block]
+
     def item(self, i: int) -> ConeProgram:
         A, P = self._shared_matrices if self.shared_matrices else self._matrices(i)
         return ConeProgram(

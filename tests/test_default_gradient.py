@@ -16,15 +16,15 @@ from problems import finite_difference, random_lp, smooth_cases
 
 from cvxlpgd import LPGD, AdaptiveLPGD, CvxpyLayer, PerturbedSolveError
 from cvxlpgd.examples import grid_shortest_path, shortest_path_data
-from cvxlpgd.gradients import resolve_gradient
+from cvxlpgd.gradients import lookup_gradient
 
 TIGHT = {"SCS": {"eps": 1e-11, "max_iters": 200_000}, "CLARABEL": {"eps": 1e-12}}
 CASES = smooth_cases()
 
 
 def test_lpgd_string_is_the_adaptive_default() -> None:
-    assert resolve_gradient("lpgd") == AdaptiveLPGD()
-    assert resolve_gradient(LPGD(tau=2.0)) == LPGD(tau=2.0)  # an explicit tau is kept as given
+    assert lookup_gradient("lpgd") == AdaptiveLPGD()
+    assert lookup_gradient(LPGD(tau=2.0)) == LPGD(tau=2.0)  # an explicit tau is kept as given
 
 
 def _flat_grads(*tensors: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Gradient methods behind one protocol (gradients/base.py); ``resolve_gradient`` picks one.
+"""Gradient methods behind one protocol (gradients/base.py); ``lookup_gradient`` picks one.
 
 A new method is one module with a frozen config class implementing ``GradientMethod``, plus
 one line in ``GRADIENTS``.
@@ -16,7 +16,7 @@ from cvxlpgd.gradients.lpgd import LPGD
 GRADIENTS: dict[str, type] = {"lpgd": AdaptiveLPGD, "implicit": Implicit}
 
 
-def resolve_gradient(gradient: object) -> GradientMethod:
+def lookup_gradient(gradient: object) -> GradientMethod:
     """A method object as is; a shorthand string (any case) as its method's defaults."""
     if isinstance(gradient, str) and gradient.lower() in GRADIENTS:
         return GRADIENTS[gradient.lower()]()
@@ -29,4 +29,4 @@ def resolve_gradient(gradient: object) -> GradientMethod:
     )
 
 
-__all__ = ["GRADIENTS", "AdaptiveLPGD", "GradientMethod", "Implicit", "LPGD", "resolve_gradient"]
+__all__ = ["GRADIENTS", "AdaptiveLPGD", "GradientMethod", "Implicit", "LPGD", "lookup_gradient"]
