@@ -24,11 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 import scipy.sparse as sp
 
+from cvxlpgd.cone import ConeProgram
 from cvxlpgd.errors import warn_user
 from cvxlpgd.gradients import kkt
 from cvxlpgd.gradients.base import ChunkGradient, ItemRecord, SolvedChunk
@@ -38,8 +39,9 @@ from cvxlpgd.gradients.lpgd import ReSolvingMethod, real_setting
 from cvxlpgd.program import Block, ConeStructure, DataGradient, ProgramBatch
 from cvxlpgd.solvers.base import ConeSolver
 
+# v -> v without its component in the row space of the equality constraints
+Projector = Callable[[np.ndarray], np.ndarray]
 COSTS = frozenset({Block.c, Block.P})
-CONSTRAINTS = frozenset({Block.A, Block.b})
 # Equality rows are projected out of the step's scale while the dense projector stays this small.
 PROJECTOR_LIMIT = 4_000_000
 
@@ -99,17 +101,18 @@ class AdaptiveLPGD(ReSolvingMethod):
         needed = program.parametrized
         structure = program.structure
         exact = not is_lp(structure) and kkt.supports(structure.dims, solver.canon_solver)
+        equalities = equality_projectors(program)
 
         def item_gradient(resolver: ItemReSolver, dx_i, dy_i, record: ItemRecord) -> DataGradient | None:
             if not (np.any(dx_i) or (dy_i is not None and np.any(dy_i))):
                 return DataGradient.zeros(structure)
             if is_lp(structure):
-                return self._lp_gradient(resolver, dx_i, dy_i, needed, record)
+                return self._lp_gradient(resolver, dx_i, dy_i, needed, record, equalities(resolver.base))
             grad = kkt.exact_gradient(structure, resolver.base, resolver.star, dx_i, dy_i) if exact else None
             if grad is None:
                 grad = self._small_step(resolver, dx_i, dy_i, record)
             if grad is not None and self._locally_constant(resolver, grad, dx_i, needed):
-                finite = self._finite_step(resolver, dx_i, dy_i, record)
+                finite = self._finite_step(resolver, dx_i, dy_i, record, equalities(resolver.base))
                 grad = grad if finite is None else grad.merged(finite, COSTS)
             return grad
 
@@ -122,13 +125,15 @@ class AdaptiveLPGD(ReSolvingMethod):
         dy: np.ndarray | None,
         needed: frozenset[Block],
         record: ItemRecord,
+        equalities: Projector | None,
     ) -> DataGradient | None:
         """An LP: the finite step for the costs (and with dual outputs, for every block); the
         small step for b and A when only primal outputs reach them."""
         with_duals = dy is not None and bool(np.any(dy))
         finite_blocks = needed if with_duals else needed & COSTS
-        finite = self._finite_step(resolver, dx, dy, record) if finite_blocks and self.large else None
-        if finite is None and finite_blocks and self.large:
+        wanted = bool(finite_blocks) and self.large is not None
+        finite = self._finite_step(resolver, dx, dy, record, equalities) if wanted else None
+        if finite is None and wanted:
             record.kept_small_step = True
         rest = needed - (finite_blocks if finite is not None else frozenset())
         if not rest:
@@ -139,10 +144,16 @@ class AdaptiveLPGD(ReSolvingMethod):
         return small.merged(finite, finite_blocks)
 
     def _finite_step(
-        self, resolver: ItemReSolver, dx: np.ndarray, dy: np.ndarray | None, record: ItemRecord
+        self,
+        resolver: ItemReSolver,
+        dx: np.ndarray,
+        dy: np.ndarray | None,
+        record: ItemRecord,
+        equalities: Projector | None,
     ) -> DataGradient | None:
-        """LPGD's finite step at the large relative steps (one side alone where the other fails)."""
-        r = self._ratio(resolver, dx, dy, decision_relevant=True)
+        """LPGD's finite step at the large relative steps (one side alone where the other fails);
+        its scale leaves out what ``equalities`` projects away."""
+        r = self._ratio(resolver, dx, dy, equalities)
         if self.large_upper is None:
             first = Step(self.large / r, side="lower")
         else:
@@ -154,7 +165,7 @@ class AdaptiveLPGD(ReSolvingMethod):
         self, resolver: ItemReSolver, dx: np.ndarray, dy: np.ndarray | None, record: ItemRecord
     ) -> DataGradient | None:
         """Central LPGD at the small relative step: the derivative to O(small^2)."""
-        r = self._ratio(resolver, dx, dy, decision_relevant=False)
+        r = self._ratio(resolver, dx, dy, None)
         steps = [Step(self.small * t / r) for t in self._tenths()]
         return lpgd_gradient(resolver, dx, dy, steps, fallback=True, record=record)
 
@@ -162,11 +173,10 @@ class AdaptiveLPGD(ReSolvingMethod):
         return [10.0**-k for k in range(self.retries + 1)]
 
     def _ratio(
-        self, resolver: ItemReSolver, dx: np.ndarray, dy: np.ndarray | None, decision_relevant: bool
+        self, resolver: ItemReSolver, dx: np.ndarray, dy: np.ndarray | None, equalities: Projector | None
     ) -> float:
-        """r = max(|dx| / s_c, |dy| / s_b): the relative size of the incoming gradient."""
+        """r = max(|dx|_D / s_c, |dy| / s_b): the relative size of the incoming gradient."""
         base, star = resolver.base, resolver.star
-        equalities = equality_projector(base.A, base.dims.zero) if decision_relevant else None
         s_c, s_b = cost_scale(base.c, base.P, star.x, equalities), float(np.linalg.norm(base.b)) or 1.0
         d = dx if equalities is None else equalities(dx)
         r = float(np.linalg.norm(d)) / s_c
@@ -218,12 +228,7 @@ def is_lp(structure: ConeStructure) -> bool:
     return structure.P is None and dims.size == dims.zero + dims.nonneg
 
 
-def cost_scale(
-    c: np.ndarray,
-    P: sp.csc_array | None,
-    x: np.ndarray,
-    equalities: Callable[[np.ndarray], np.ndarray] | None,
-) -> float:
+def cost_scale(c: np.ndarray, P: sp.csc_array | None, x: np.ndarray, equalities: Projector | None) -> float:
     """s_c: the size of the costs, ``|c|_D + |P|_F |x*|`` (1 where zero). ``|P x*|`` would be
     solver noise where the unconstrained minimizer is feasible (``sum_squares(x - a)`` has c = 0
     and P x* ~ 0), while the quadratic's own scale is not."""
@@ -233,7 +238,16 @@ def cost_scale(
     return scale or 1.0
 
 
-def equality_projector(A: sp.csc_array, rows: int) -> Callable[[np.ndarray], np.ndarray] | None:
+def equality_projectors(program: ProgramBatch) -> Callable[[ConeProgram], Projector | None]:
+    """Each item's equality projector, computed once for a chunk whose items share ``A`` (and
+    only when asked for: smooth problems never need it)."""
+    if not program.shared_matrices:
+        return lambda base: equality_projector(base.A, base.dims.zero)
+    shared = cache(lambda: equality_projector(program.item(0).A, program.structure.dims.zero))
+    return lambda base: shared()
+
+
+def equality_projector(A: sp.csc_array, rows: int) -> Projector | None:
     """v -> v without its component in the row space of the first ``rows`` rows of A (the zero
     cone), or None when there are none or the dense projector would be too large."""
     if rows == 0 or rows * A.shape[1] > PROJECTOR_LIMIT:
