@@ -19,7 +19,7 @@ from cvxlpgd.gradients import GradientMethod, resolve_gradient
 from cvxlpgd.pipeline import FAILURE_POLICIES, FailurePolicy, LayerCall
 from cvxlpgd.program import CompiledProblem, ConicForm
 from cvxlpgd.ranks import warn_if_ranks_share_cores
-from cvxlpgd.solvers import ConeSolver, make_solver, resolve_solver
+from cvxlpgd.solvers import ConeSolver, LayerSolver, lookup_solver
 from cvxlpgd.validate import Inputs, check_executor, check_inputs, check_problem
 
 
@@ -78,9 +78,11 @@ class CvxpyLayer(torch.nn.Module):
             problem, parameters, variables = self.dgp.problem, self.dgp.parameters, self.dgp.variables
         chosen_solver = _one_of("solver", solver, "solve_method", peer.solver)
         chosen_gradient = _one_of("gradient", gradient, "mode", peer.gradient)
-        self.solver = resolve_solver("SCS" if chosen_solver is None else chosen_solver)
         self.gradient = resolve_gradient("lpgd" if chosen_gradient is None else chosen_gradient)
         self.solver_args = {**peer.settings, **({"verbose": True} if verbose else {})}
+        # Checked and configured once; `solver` shows what was given (a name or the object).
+        self._solver = lookup_solver("SCS" if chosen_solver is None else chosen_solver, self.solver_args)
+        self.solver = self._solver.spec
         if on_failure not in FAILURE_POLICIES:
             raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}.")
         self.on_failure = on_failure
@@ -90,9 +92,9 @@ class CvxpyLayer(torch.nn.Module):
         self.backward_executor = _pool(peer.backward_workers)
         self.problem = problem
         self.canon_backend = canon_backend
-        form = self.gradient.conic_form(make_solver(self.solver, self.solver_args))  # validates settings
+        form = self.gradient.conic_form(self._solver.backend)
         self.cvxpy_parameters, self.variables = check_problem(
-            problem, parameters, variables, allow_param_quad_form=form.quad_obj, solver=self.solver
+            problem, parameters, variables, allow_param_quad_form=form.quad_obj, solver=self._solver
         )
         # Validated just above for this form; other forms are checked when first compiled.
         self._compiled = {
@@ -108,9 +110,9 @@ class CvxpyLayer(torch.nn.Module):
         """The conic maps the layer uses with its (or the given) gradient method: to inspect the
         conic data (``compiled().maps.apply(theta)``) or to time the raw solver on it."""
         method = self.gradient if gradient is None else resolve_gradient(gradient)
-        return self._compiled_for(method.conic_form(make_solver(self.solver, self.solver_args)), self.solver)
+        return self._compiled_for(method.conic_form(self._solver.backend), self._solver)
 
-    def _compiled_for(self, form: ConicForm, solver: str) -> CompiledProblem:
+    def _compiled_for(self, form: ConicForm, solver: LayerSolver) -> CompiledProblem:
         """The problem compiled in the conic form a gradient method needs; built on first use."""
         if form not in self._compiled:
             check_problem(
@@ -146,8 +148,8 @@ class CvxpyLayer(torch.nn.Module):
         peer = split_peer_args(solver_args)
         chosen = _one_of("gradient", gradient, "mode", peer.gradient)
         method = self.gradient if chosen is None else resolve_gradient(chosen)
-        name = self.solver if peer.solver is None else resolve_solver(peer.solver)
-        solver = make_solver(name, {**self.solver_args, **peer.settings})
+        chosen_solver = self._solver if peer.solver is None else lookup_solver(peer.solver, self.solver_args)
+        solver = chosen_solver.for_call(peer.settings)
         inputs = check_inputs(params, self.cvxpy_parameters)
         form = method.conic_form(solver)
         if self.executor is None and peer.forward_workers is None:
@@ -157,7 +159,7 @@ class CvxpyLayer(torch.nn.Module):
             executor = default_executor()
         backward_executor = _first(_pool(peer.backward_workers), self.backward_executor, executor)
         call = LayerCall(
-            compiled=self._compiled_for(form, name),
+            compiled=self._compiled_for(form, chosen_solver),
             solver=solver,
             method=method,
             on_failure=self.on_failure,

@@ -23,6 +23,7 @@ from cvxlpgd.cone import (
 from cvxlpgd.solvers.base import (
     ALL_CONES,
     TIGHTEST_EPS,
+    DiffcpMethod,
     Workspace,
     check_settings,
     split_common,
@@ -107,6 +108,7 @@ class ScsSolver:
     # 525 vs 225 fresh), which costs more than the setup it saves. So every solve is fresh.
     reuses_workspace = False
     tightest_eps = TIGHTEST_EPS
+    diffcp = DiffcpMethod("SCS", warm_starts=True, status=scs_status)
 
     def __init__(self, solver_args: Mapping[str, Any]):
         common, own = split_common("SCS", solver_args)
