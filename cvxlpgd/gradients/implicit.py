@@ -17,6 +17,7 @@ from diffcp.cone_program import solve_internal
 from cvxlpgd.cone import ConeProgram, Solution
 from cvxlpgd.gradients.base import ChunkGradient, SolvedChunk
 from cvxlpgd.program import ConicForm, DataGradient, ProgramBatch
+from cvxlpgd.solvers.accuracy import judged
 from cvxlpgd.solvers.base import ConeSolver
 from cvxlpgd.solvers.builtin import SOLVERS
 from cvxlpgd.solvers.scs import cone_dict
@@ -90,11 +91,12 @@ class Implicit:
         else:
             result = solve_internal(*data, **options)
         info = result["info"]
+        x, y, s = (np.asarray(result[key]) for key in ("x", "y", "s"))
         solution = Solution(
-            x=np.asarray(result["x"]),
-            y=np.asarray(result["y"]),
-            s=np.asarray(result["s"]),
-            status=method.status(info),
+            x=x,
+            y=y,
+            s=s,
+            status=judged(program, method.status(info), x, y, s, solver.eps),
             solver_status=str(info["status"]),
             iterations=int(info.get("iter", 0)),
         )

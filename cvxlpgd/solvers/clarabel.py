@@ -22,6 +22,7 @@ from cvxlpgd.cone import (
     ConeProgram,
     Solution,
 )
+from cvxlpgd.solvers.accuracy import judged
 from cvxlpgd.solvers.base import (
     ALL_CONES,
     TIGHTEST_EPS,
@@ -182,11 +183,12 @@ class ClarabelSolver:
                 shared.tolerances = tolerances
         result = solver.solve()
         raw = str(result.status)
+        x, y, s = np.asarray(result.x), np.asarray(result.z), np.asarray(result.s)
         return Solution(
-            x=np.asarray(result.x),
-            y=np.asarray(result.z),
-            s=np.asarray(result.s),
-            status=_STATUS.get(raw, SOLVER_ERROR),
+            x=x,
+            y=y,
+            s=s,
+            status=judged(program, _STATUS.get(raw, SOLVER_ERROR), x, y, s, max(tolerances)),
             solver_status=raw,
             iterations=int(result.iterations),
         )

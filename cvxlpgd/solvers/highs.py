@@ -33,6 +33,7 @@ from cvxlpgd.cone import (
     ConeProgram,
     Solution,
 )
+from cvxlpgd.solvers.accuracy import judged
 from cvxlpgd.solvers.base import Workspace, check_cones, check_settings, split_common, types_of
 from cvxlpgd.solvers.highs_bounds import BoundRows, ColumnBounds
 
@@ -133,6 +134,8 @@ class HighsSolver:
         if "verbose" in common:
             self.settings.setdefault("output_flag", common["verbose"])
         self._options = tuple(sorted({**_BASE_OPTIONS, **self.settings}.items()))
+        key = "primal_feasibility_tolerance"
+        self._tolerance = self.settings.get(key, DEFAULTS[key])
         rejected = _rejected_option(self._options)
         if rejected is not None:
             raise ValueError(f"HIGHS rejected the setting {rejected} (out of range or not an allowed value).")
@@ -216,8 +219,8 @@ class HighsSolver:
             highs.clearSolver()
             self._set_strategy(highs, None, program)
             self._run(highs)
-            return model.solution(program, earlier_iterations=iterations)
-        return model.solution(program)
+            return model.solution(program, self._tolerance, earlier_iterations=iterations)
+        return model.solution(program, self._tolerance)
 
     def _set_strategy(self, highs: highspy.Highs, start: _Start | None, program: ConeProgram) -> None:
         """From a basis, the simplex that keeps it feasible; cold, HiGHS's default (or the user's)."""
@@ -328,9 +331,10 @@ class _Model:
             self.highs.changeRowsBounds(rows, _indices(rows), *self.row_bounds(program))
             self.highs.changeColsBounds(n, _indices(n), self.columns.lower, self.columns.upper)
 
-    def solution(self, program: ConeProgram, earlier_iterations: int = 0) -> Solution:
+    def solution(self, program: ConeProgram, tolerance: float, earlier_iterations: int = 0) -> Solution:
         """The solution HiGHS holds for ``program``, the one it was just given: read once, as
-        float arrays (a typed conversion of HiGHS's lists costs half an untyped one).
+        float arrays (a typed conversion of HiGHS's lists costs half an untyped one). An LP
+        iterate at a limit is judged by its residuals against ``tolerance``.
         ``earlier_iterations``: those of a run that was discarded, counted in."""
         highs, bounds, b = self.highs, self.bounds, program.b
         raw = highs.getModelStatus()
@@ -341,7 +345,8 @@ class _Model:
         else:
             status = _STATUS.get(raw, SOLVER_ERROR)
         m, basis = b.size, None
-        if status in (OPTIMAL, OPTIMAL_INACCURATE):
+        cut_off = status == ITERATION_LIMIT and not mixed_integer  # an LP iterate, judged below
+        if status in (OPTIMAL, OPTIMAL_INACCURATE) or cut_off:
             result = highs.getSolution()
             x = _floats(result.col_value)
             s = np.empty(m)
@@ -354,8 +359,10 @@ class _Model:
                 y = np.empty(m)
                 y[bounds.kept] = -_floats(result.row_dual)
                 y[bounds.rows] = bounds.duals(self.columns, _floats(result.col_dual))
+            status = judged(program, status, x, y, s, tolerance)
+            if status == OPTIMAL and not mixed_integer:
                 basis = _Start(Basis(highs.getBasis()), self.b)
-        else:
+        if status not in (OPTIMAL, OPTIMAL_INACCURATE):
             x, y, s = np.full(program.c.size, np.nan), np.full(m, np.nan), np.full(m, np.nan)
         iterations = earlier_iterations + _iteration_count(highs)
         return Solution(
