@@ -18,9 +18,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from cvxlpgd.cone import INTERRUPTED
@@ -41,25 +40,6 @@ def thread_pool(workers: int = -1) -> ThreadPoolExecutor:
         if size not in _pools:
             _pools[size] = ThreadPoolExecutor(max_workers=size, thread_name_prefix="cvxlpgd")
         return _pools[size]
-
-
-_callers = threading.local()
-
-
-def on_callers_thread() -> bool:
-    """Whether the chunk now running runs on the thread that called the layer (the user's own
-    thread), not on a worker of an executor."""
-    return getattr(_callers, "running", False)
-
-
-@contextmanager
-def _as_caller() -> Iterator[None]:
-    before = on_callers_thread()
-    _callers.running = True
-    try:
-        yield
-    finally:
-        _callers.running = before
 
 
 def default_executor() -> ThreadPoolExecutor:
@@ -152,16 +132,14 @@ def run_chunks(
 
     On any exception, ``stop`` is set (the chunks' ``Stoppable`` solvers watch it)."""
     if executor is None or len(arguments) == 1:
-        with _as_caller():
-            return [work(*args) for args in arguments]
+        return [work(*args) for args in arguments]
     if not in_process(executor):
         return _run_elsewhere(work, arguments, executor)
     chunks = _Chunks(work, arguments)
     helpers = [_submit(executor, chunks.run_next, ()) for _ in range(len(arguments) - 1)]
     try:
-        with _as_caller():
-            while chunks.run_next():
-                pass
+        while chunks.run_next():
+            pass
         for helper in helpers:
             if not helper.cancel():  # a helper that never started is not waited for
                 helper.result()  # one that started finishes its chunk (or found none)

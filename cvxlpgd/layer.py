@@ -113,7 +113,7 @@ class CvxpyLayer(torch.nn.Module):
     # The layer's settings, as given (read-only but for the executor).
     @property
     def solver(self) -> str | ConeSolver:
-        return self.core.options.solver
+        return self.core.options.solver.spec
 
     @property
     def gradient(self) -> GradientMethod:

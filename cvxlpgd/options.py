@@ -15,7 +15,7 @@ from typing import Any, Literal
 from cvxlpgd.batch import default_executor, thread_pool, worker_count
 from cvxlpgd.compat import split_peer_args
 from cvxlpgd.gradients import AdaptiveLPGD, GradientMethod, lookup_gradient
-from cvxlpgd.solvers import ConeSolver, SolverSpec, make_solver, resolve_solver
+from cvxlpgd.solvers import ConeSolver, LayerSolver, lookup_solver, make_solver
 
 FailurePolicy = Literal["raise", "nan"]
 FAILURE_POLICIES = ("raise", "nan")
@@ -30,7 +30,7 @@ class Options:
     The backward runs on a pool of ``backward_workers`` threads, or where the forward ran.
     """
 
-    solver: SolverSpec = "SCS"
+    solver: LayerSolver = field(default_factory=lambda: lookup_solver("SCS"))
     gradient: GradientMethod = field(default_factory=AdaptiveLPGD)
     settings: Mapping[str, Any] = field(default_factory=dict)
     executor: Executor | None = None
@@ -64,7 +64,7 @@ class Options:
         )
         return replace(
             self,
-            solver=self.solver if solver is None else resolve_solver(solver),
+            solver=self.solver if solver is None else lookup_solver(solver),
             gradient=self.gradient if gradient is None else lookup_gradient(gradient),
             settings={**self.settings, **peer.settings},
             executor=forward[0],

@@ -101,7 +101,9 @@ def test_unbatched_failure(lp, solver):
 
 
 def test_iteration_limit_is_reported_per_item_clarabel(lp):
-    layer = make_layer(lp, "CLARABEL", solver_args={"max_iters": 2})
+    # One iteration: every iterate is far from optimal (after two, item 0's is within 1e-3 and
+    # is used as an inaccurate solution: tests/test_iteration_limits.py).
+    layer = make_layer(lp, "CLARABEL", solver_args={"max_iters": 1})
     with pytest.raises(SolverError) as info:
         layer(*batch())
     assert info.value.statuses == {i: "iteration_limit" for i in range(4)}
@@ -237,7 +239,7 @@ def test_nan_policy_all_items_fail(lp, solver):
 
 
 def test_nan_policy_iteration_limit(lp):
-    layer = make_layer(lp, "CLARABEL", on_failure="nan", solver_args={"max_iters": 2})
+    layer = make_layer(lp, "CLARABEL", on_failure="nan", solver_args={"max_iters": 1})
     with pytest.warns(SolverWarning, match="failed on 4 of 4") as record:
         x, _ = layer(*batch())
     assert set(record[0].message.statuses.values()) == {"iteration_limit"}

@@ -133,7 +133,9 @@ def test_lpgd_with_highs_equals_lpgd_with_clarabel(side: str, rho: float) -> Non
 @pytest.mark.timeout(120)
 def test_lpgd_resolve_from_own_basis_takes_fewer_pivots() -> None:
     """The re-solve starts from the forward's basis of the same item: far fewer simplex
-    iterations than the same perturbed program solved cold."""
+    iterations than the same perturbed program solved cold (measured: 140 against 350 for the
+    four items; 90 against 409 when the forward started from the previous item's basis and cold
+    solves ran HiGHS's presolve)."""
     path = grid_shortest_path(12)
     compiled = compile_problem(path.problem, [path.cost], [path.flow], ConicForm("CLARABEL", quad_obj=True))
     _, costs = shortest_path_data(4, path.cost.size, seed=3)
@@ -154,7 +156,7 @@ def test_lpgd_resolve_from_own_basis_takes_fewer_pivots() -> None:
         warm_iterations.append(warm.iterations)
         cold_iterations.append(cold.iterations)
     assert sum(moved) >= 2, moved  # the perturbations moved vertices: the re-solves had work to do
-    assert sum(warm_iterations) * 3 < sum(cold_iterations), (warm_iterations, cold_iterations)
+    assert sum(warm_iterations) * 2 < sum(cold_iterations), (warm_iterations, cold_iterations)
 
 
 def _knapsack():
@@ -351,3 +353,46 @@ def test_clear_errors() -> None:
         CvxpyLayer(mip, [c], [x], solver="HIGHS", solver_args={"presolve": False})
     with pytest.raises(ValueError, match="HIGHS rejected the setting presolve='sometimes'"):
         CvxpyLayer(mip, [c], [x], solver="HIGHS", solver_args={"presolve": "sometimes"})
+
+
+def _lp_with_costs(seed: int) -> tuple[cp.Problem, cp.Parameter, cp.Variable, np.ndarray]:
+    """A random dense LP ``min c'x, Ax <= b, 0 <= x <= 1`` and 60 random cost vectors."""
+    rng = np.random.default_rng(seed)
+    n, m = rng.integers(5, 60), rng.integers(3, 40)
+    A = rng.standard_normal((m, n))
+    b = A @ rng.uniform(0, 1, n) + rng.uniform(0, 1, m)
+    x, c = cp.Variable(n), cp.Parameter(n)
+    return cp.Problem(cp.Minimize(c @ x), [A @ x <= b, x >= 0, x <= 1]), c, x, rng.standard_normal((60, n))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("seed", "before", "item"), [(29, 23, 0), (53, 5, 7)])
+def test_an_item_after_another_is_solved_as_alone(seed: int, before: int, item: int) -> None:
+    """Two pairs of items (found among 18,000 on random LPs) where HiGHS, started from the
+    previous item's basis, stopped with model status "Unknown": the second item of the batch
+    failed though CVXPY's HiGHS and the item alone solve it. It must give its own solution."""
+    problem, c, x, costs = _lp_with_costs(seed)
+    layer = CvxpyLayer(problem, [c], [x], solver="HIGHS", chunks=1)
+    (pair,) = layer(torch.tensor(costs[[before, item]]))
+    (alone,) = layer(torch.tensor(costs[[item]]))
+    np.testing.assert_array_equal(pair.numpy()[1], alone.numpy()[0])
+    c.value = costs[item]
+    problem.solve(solver=cp.HIGHS)
+    assert costs[item] @ pair.numpy()[1] == pytest.approx(problem.value, abs=1e-9)
+
+
+@pytest.mark.timeout(120)
+def test_a_warm_start_that_ends_without_an_optimum_is_run_again_cold() -> None:
+    """Given another item's final basis as warm start (as an LPGD re-solve gets its forward's),
+    HiGHS stops with "Unknown" on this pair; the backend runs the item again cold and returns
+    its optimum, counting both runs' pivots."""
+    problem, c, x, costs = _lp_with_costs(29)
+    compiled = compile_problem(problem, [c], [x], ConicForm("CLARABEL", quad_obj=True))
+    batch = compiled.maps.apply(costs[[23, 0]])
+    solver, workspace = HighsSolver({}), {}
+    start = solver.solve(batch.item(0), workspace=workspace)
+    warm = solver.solve(batch.item(1), warm_start=start, workspace=workspace)
+    cold = HighsSolver({}).solve(batch.item(1))
+    assert warm.status == "optimal", warm.solver_status
+    np.testing.assert_allclose(warm.x, cold.x, atol=1e-9)
+    assert warm.iterations > cold.iterations

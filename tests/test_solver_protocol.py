@@ -277,3 +277,46 @@ def test_wrong_answers_name_the_backend() -> None:
     failing = _lp_layer(_Broken(lambda p: Solution(*(np.full(k, np.nan) for k in (3, 8, 8)), "infeasible")))
     with pytest.raises(cvxlpgd.SolverError, match="vertices failed on 1 of 1 batch item"):
         failing(c)
+
+
+class _NameReads(VertexEnumerator):
+    """Counts how often its name is read (every check of the object reads it) and how often it
+    is configured."""
+
+    def __init__(self, label: str = "vertices"):
+        self.label, self.reads, self.configured = label, 0, 0
+
+    @property
+    def name(self) -> str:
+        self.reads += 1
+        return self.label
+
+    def with_settings(self, args: dict) -> _NameReads:
+        self.configured += 1
+        return self
+
+
+@pytest.mark.timeout(60)
+def test_a_solver_object_is_checked_and_configured_once_per_layer() -> None:
+    """The layer checks the object (and calls with_settings for its solver_args) when it is
+    built, then uses that backend for every call; a call's own solver_args configure another."""
+    c = torch.tensor([-1.0, -2.0, -0.5])
+    plain, configured = _NameReads(), _NameReads()
+    layers = [_lp_layer(plain), _lp_layer(configured, solver_args={"tol": 1.0})]
+    for layer in layers:
+        for _ in range(3):
+            layer(c)
+    assert (plain.reads, configured.reads) == (1, 2)  # the object, and what with_settings gave
+    assert configured.configured == 1
+    layers[1](c, solver_args={"tol": 2.0})
+    assert configured.configured == 2
+
+
+@pytest.mark.timeout(60)
+def test_with_settings_cannot_return_a_builtins_name() -> None:
+    class Renaming(VertexEnumerator):
+        def with_settings(self, args: dict) -> _NameReads:
+            return _NameReads("SCS")
+
+    with pytest.raises(ValueError, match="is named 'SCS', a built-in solver's name"):
+        _lp_layer(Renaming(), solver_args={"eps": 1e-6})

@@ -16,36 +16,21 @@ import numpy as np
 from diffcp.cone_program import solve_internal
 
 from cvxlpgd.batch import Stoppable
-from cvxlpgd.cone import (
-    INFEASIBLE,
-    OPTIMAL,
-    OPTIMAL_INACCURATE,
-    SOLVER_ERROR,
-    UNBOUNDED,
-    ConeProgram,
-    Solution,
-)
+from cvxlpgd.cone import ConeProgram, Solution
 from cvxlpgd.gradients.base import ChunkGradient, SolvedChunk
 from cvxlpgd.program import ConicForm, DataGradient, ProgramBatch
+from cvxlpgd.solvers.accuracy import judged
 from cvxlpgd.solvers.base import ConeSolver
-from cvxlpgd.solvers.scs import cone_dict, scs_status
+from cvxlpgd.solvers.builtin import SOLVERS
+from cvxlpgd.solvers.scs import cone_dict
 
 Mode = Literal["auto", "dense", "lsqr", "lsmr"]
 _MODES = ("auto", "dense", "lsqr", "lsmr")
-# diffcp's name for each backend it can run.
-_DIFFCP_SOLVERS = {"SCS": "SCS", "CLARABEL": "Clarabel"}
+# The backends diffcp can run (a DiffcpMethod each), for messages.
+_DIFFCP_SOLVERS = sorted(name for name, backend in SOLVERS.items() if backend.diffcp is not None)
 # Up to this many rows + columns, "auto" uses diffcp's dense factorization (exact, cubic); above,
 # LSQR (what cvxpylayers uses). Measured: dense costs 330-550 ms per item at m + n = 936.
 DENSE_LIMIT = 200
-# diffcp reports Clarabel's status in SCS's words; its iteration limit only as "Failure".
-_CLARABEL_TEXT = {
-    "solved": OPTIMAL,
-    "optimal inaccurate": OPTIMAL_INACCURATE,
-    "infeasible": INFEASIBLE,
-    "infeasible inaccurate": INFEASIBLE,
-    "unbounded": UNBOUNDED,
-    "unbounded inaccurate": UNBOUNDED,
-}
 
 
 @dataclass(frozen=True)
@@ -69,10 +54,10 @@ class Implicit:
             raise ValueError(f"Implicit mode must be one of {list(_MODES)}, got {self.mode!r}.")
 
     def conic_form(self, solver: ConeSolver) -> ConicForm:
-        if solver.name not in _DIFFCP_SOLVERS:
+        if solver.diffcp is None:
             raise ValueError(
                 f"gradient='implicit' runs through diffcp, which supports the solvers "
-                f"{sorted(_DIFFCP_SOLVERS)}, not {solver.name!r}; use LPGD with {solver.name}."
+                f"{_DIFFCP_SOLVERS}, not {solver.name!r}; use LPGD with {solver.name}."
             )
         return ConicForm(canon_solver="SCS", quad_obj=False)
 
@@ -87,7 +72,7 @@ class Implicit:
         """Solve each item through diffcp; the state is the items' adjoint derivatives. Those are
         closures, which do not pickle: without ``keep_state`` the backward derives them again.
         diffcp warm-starts SCS only."""
-        usable = [w if w.usable and solver.name == "SCS" else None for w in warm_starts]
+        usable = [w if w.usable and solver.diffcp.warm_starts else None for w in warm_starts]
         pairs = [
             _guarded(solver)(
                 lambda i=i: self._solve_item(
@@ -102,11 +87,11 @@ class Implicit:
         self, program: ConeProgram, solver: ConeSolver, differentiable: bool, warm: Solution | None
     ) -> tuple[Solution, Any]:
         m, n = program.A.shape
-        method = _DIFFCP_SOLVERS[solver.name]
+        method = solver.diffcp
         differentiable = differentiable and not program.dims.power  # diffcp has no power cone
         data = (program.A.copy(), program.b, program.c, cone_dict(program.dims))
         options = {
-            "solve_method": method,
+            "solve_method": method.solve_method,
             "warm_start": None if warm is None else (warm.x, warm.y, warm.s),
             "raise_on_error": False,
             **solver.settings,
@@ -117,14 +102,12 @@ class Implicit:
         else:
             result = solve_internal(*data, **options)
         info = result["info"]
-        status = (
-            scs_status(info) if method == "SCS" else _CLARABEL_TEXT.get(info["status"].lower(), SOLVER_ERROR)
-        )
+        x, y, s = (np.asarray(result[key]) for key in ("x", "y", "s"))
         solution = Solution(
-            x=np.asarray(result["x"]),
-            y=np.asarray(result["y"]),
-            s=np.asarray(result["s"]),
-            status=status,
+            x=x,
+            y=y,
+            s=s,
+            status=judged(program, method.status(info), x, y, s, solver.eps),
             solver_status=str(info["status"]),
             iterations=int(info.get("iter", 0)),
         )

@@ -5,7 +5,8 @@ settings checks the built-in backends share.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -17,6 +18,17 @@ ALL_CONES = frozenset(CONE_KINDS)
 # The CVXPY canonicalizations a backend may ask for. They differ only in how PSD cones are
 # vectorized (SCS: lower triangle; Clarabel: upper triangle, both scaled by sqrt 2 off the diagonal).
 CANON_SOLVERS = frozenset({"SCS", "CLARABEL"})
+
+
+@dataclass(frozen=True)
+class DiffcpMethod:
+    """How diffcp runs a built-in backend's solver for ``gradient="implicit"`` (diffcp solves and
+    differentiates in one call): its ``solve_method`` name, whether it takes a warm start, and
+    how to read the status from the ``info`` dict diffcp returns."""
+
+    solve_method: str
+    warm_starts: bool
+    status: Callable[[Mapping[str, Any]], str]
 
 
 class ConeSolver(Protocol):
@@ -43,6 +55,8 @@ class ConeSolver(Protocol):
             point is first re-solved to that accuracy.
         tightest_eps: the tightest accuracy it can reach (default 0.0); an LPGD perturbation that
             needs a tighter one is too small for the backend, and the layer warns.
+        diffcp: how diffcp runs the same solver (``gradient="implicit"``), or None; set by the
+            built-in SCS and Clarabel backends only (a user's object always gets None).
 
     ``solve(program, warm_start=None, workspace=None, eps=None)`` returns the ``Solution`` of ``program``
     (see ``Solution`` for what it must hold; a failure is a status, not an exception).
@@ -70,6 +84,7 @@ class ConeSolver(Protocol):
     settings: Mapping[str, Any]
     eps: float
     tightest_eps: float
+    diffcp: DiffcpMethod | None
 
     def solve(
         self,

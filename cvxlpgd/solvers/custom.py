@@ -1,8 +1,8 @@
 """A user's backend object, checked against the solver protocol and with its defaults filled in.
 
-The checks run when the layer is built, so that a wrong object fails there with the attribute
-it lacks, and on every solve, so that a wrong answer names the backend instead of breaking the
-gradient far from it.
+The object is checked once, when the layer is built (``lookup_solver``), so that a wrong object
+fails there with the attribute it lacks; its answers are checked on every solve, so that a wrong
+answer names the backend instead of breaking the gradient far from it.
 """
 
 from __future__ import annotations
@@ -15,15 +15,19 @@ from typing import Any
 import numpy as np
 
 from cvxlpgd.cone import CONE_KINDS, STATUSES, ConeProgram, Solution
-from cvxlpgd.solvers.base import ALL_CONES, CANON_SOLVERS, Workspace
+from cvxlpgd.solvers.base import ALL_CONES, CANON_SOLVERS, DiffcpMethod, Workspace
+from cvxlpgd.solvers.builtin import SOLVERS
 
 _PROTOCOL = "cvxlpgd.ConeSolver (see its docstring)"
 
 
 class CustomSolver:
-    """Wraps a user's backend: ``make_solver`` hands this to the layer's pipeline."""
+    """Wraps a user's backend, or a built-in backend's own instance (which alone may carry a
+    built-in's name and its ``diffcp`` capability)."""
 
-    def __init__(self, backend: object, reserved: frozenset[str] = frozenset()):
+    diffcp: DiffcpMethod | None
+
+    def __init__(self, backend: object):
         what = type(backend).__name__
         if isinstance(backend, type):
             cls = backend.__name__
@@ -34,7 +38,8 @@ class CustomSolver:
                 f"A solver object needs a non-empty string attribute 'name' ({_PROTOCOL}); "
                 f"{what} has {name!r}."
             )
-        if name.upper() in reserved:
+        builtin = isinstance(backend, tuple(SOLVERS.values()))
+        if not builtin and name.upper() in SOLVERS:
             raise ValueError(
                 f"The solver object {what} is named {name!r}, a built-in solver's name; give it a "
                 f"name of its own (e.g. 'my-{name.lower()}'), so that messages and gradient methods "
@@ -45,6 +50,8 @@ class CustomSolver:
             raise TypeError(f"The solver object {name!r} has no method solve(program, warm_start, workspace)")
         self._takes_eps = _check_signature(name, solve)
         self.backend = backend
+        # gradient="implicit" runs a built-in's own solver through diffcp; no user object can.
+        self.diffcp = backend.diffcp if builtin else None
         self.name = name
         self.canon_solver = _attribute(backend, "canon_solver", "CLARABEL", str)
         if self.canon_solver not in CANON_SOLVERS:
@@ -66,7 +73,8 @@ class CustomSolver:
         self.tightest_eps = _tolerance(backend, "tightest_eps")
 
     def configured(self, solver_args: Mapping[str, Any]) -> CustomSolver:
-        """This backend, or the one its ``with_settings(solver_args)`` returns for non-empty args."""
+        """This backend, or the one its ``with_settings(solver_args)`` returns for non-empty args,
+        checked as this one was (it may not take a built-in's name either)."""
         if not solver_args:
             return self
         with_settings = getattr(self.backend, "with_settings", None)
