@@ -54,7 +54,7 @@ class CostTerm:
         pick one when several qualify. Raises ``ValueError`` naming what disqualifies the layer."""
         if not isinstance(layer, CvxpyLayer):
             raise TypeError(f"Expected a cvxlpgd.CvxpyLayer, got {type(layer).__name__}.")
-        if layer.dgp is not None:
+        if layer.gp:
             raise ValueError(
                 "A gp=True layer's parameters enter through their logarithms, so no parameter is a "
                 "linear cost; decision-focused losses need a layer built with gp=False."

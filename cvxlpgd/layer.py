@@ -154,6 +154,11 @@ class CvxpyLayer(torch.nn.Module):
         return self.core.variables
 
     @property
+    def gp(self) -> bool:
+        """Whether the layer was built from a geometric program (``gp=True``)."""
+        return self.core.dgp is not None
+
+    @property
     def problem(self) -> cp.Problem:
         return self.core.problem
 
