@@ -297,3 +297,18 @@ def test_projection_written_as_sum_squares_has_the_exact_jacobian(kind: str, sol
             exact = _simplex_projection_jacobian(value)
         J = torch.autograd.functional.jacobian(lambda t: layer(t)[0], torch.tensor(value)).numpy()
         assert np.abs(J - exact).max() <= 1e-4, np.abs(J - exact).max()
+
+
+@pytest.mark.timeout(60)
+def test_default_warns_when_its_small_step_is_below_the_solvers_accuracy() -> None:
+    """An LP whose right-hand side is a parameter (small step) and whose costs are 1e-9: the
+    relative small step is far below what Clarabel resolves, and the default says so, as LPGD does."""
+    problem, c, x, _, _ = random_lp(n=6, m=4, seed=2)
+    b = cp.Parameter(4)
+    A = np.random.default_rng(2).standard_normal((4, 6))
+    problem = cp.Problem(cp.Minimize(c @ x), [A @ x <= b, x >= 0, x <= 1])
+    layer = CvxpyLayer(problem, [c, b], [x], solver="CLARABEL")
+    c_t = torch.tensor(1e-9 * np.random.default_rng(3).uniform(0.5, 1.0, 6), requires_grad=True)
+    b_t = torch.ones(4, dtype=torch.float64, requires_grad=True)
+    with pytest.warns(UserWarning, match="default LPGD gradient: the perturbation .* too small"):
+        layer(c_t, b_t)[0].sum().backward()

@@ -33,7 +33,7 @@ from cvxlpgd.cone import ConeProgram
 from cvxlpgd.errors import warn_user
 from cvxlpgd.gradients import kkt
 from cvxlpgd.gradients.base import ChunkGradient, ItemRecord, SolvedChunk
-from cvxlpgd.gradients.engine import ItemReSolver, differentiate_items, lpgd_gradient
+from cvxlpgd.gradients.engine import ItemReSolver, differentiate_items, lpgd_gradient, warn_unresolvable
 from cvxlpgd.gradients.lagrangian import Step
 from cvxlpgd.gradients.lpgd import ReSolvingMethod, real_setting
 from cvxlpgd.program import Block, ConeStructure, DataGradient, ProgramBatch
@@ -201,6 +201,11 @@ class AdaptiveLPGD(ReSolvingMethod):
 
     def report(self, results: list[ChunkGradient], raise_errors: bool) -> None:
         """One warning per call with the counts; the failed re-solves were handled per item."""
+        warn_unresolvable(
+            {i: r for result in results for i, r in result.records.items()},
+            "The default LPGD gradient",
+            "Rescale the problem's data, or pass AdaptiveLPGD(small=...) with a larger step.",
+        )
         records = {i: r for result in results for i, r in result.records.items() if r.failed_solves}
         if not records:
             return

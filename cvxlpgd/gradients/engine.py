@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cvxlpgd.cone import INFEASIBLE, ConeProgram, Solution
+from cvxlpgd.errors import warn_user
 from cvxlpgd.gradients.base import ChunkGradient, ItemRecord, SolvedChunk
 from cvxlpgd.gradients.lagrangian import SIGNS, Step, finite_difference, perturbed_program, proximal_P
 from cvxlpgd.program import DataGradient, ProgramBatch
@@ -24,6 +25,7 @@ from cvxlpgd.solvers.base import ConeSolver, Workspace
 # (benchmarks/re_solve_accuracy.py: sparsemax n = 20, SCS eps 1e-6, LPGD tau = 1e-4, central:
 # gradient error 1.7e-2 with re-solves at the user's tolerance, 2.4e-7 at this fraction).
 EPS_FRACTION = 1e-4
+_MAX_LISTED = 5  # items a warning names
 
 
 def re_solve_eps(step: Step, dx: np.ndarray, dy: np.ndarray | None) -> float:
@@ -178,3 +180,18 @@ def dependent_equalities(program: ConeProgram) -> str | None:
 
 def _inf_norm(v: np.ndarray) -> float:
     return float(np.max(np.abs(v), initial=0.0))
+
+
+def warn_unresolvable(records: dict[int, ItemRecord], method: str, remedy: str) -> None:
+    """One warning for the items whose perturbation was below the solver's tightest accuracy
+    (their gradient is mostly solver noise), naming the first few items and their signals."""
+    weak = {i: r.unresolvable_signal for i, r in records.items() if r.unresolvable_signal is not None}
+    if not weak:
+        return
+    listed = ", ".join(f"item {i}: signal {s:.1e}" for i, s in list(weak.items())[:_MAX_LISTED])
+    warn_user(
+        f"{method}: the perturbation tau * |(dx, dy)| is too small for the solver to resolve "
+        f"({listed}; re-solves stop at {EPS_FRACTION:g} x that signal, but at least at the solver's "
+        f"tightest tolerance), so those gradients are mostly solver noise. {remedy}",
+        {i: f"signal {s:.1e}" for i, s in weak.items()},
+    )

@@ -14,7 +14,7 @@ import numpy as np
 from cvxlpgd.cone import Solution
 from cvxlpgd.errors import PerturbedSolveError, warn_user
 from cvxlpgd.gradients.base import ChunkGradient, ItemRecord, SolvedChunk
-from cvxlpgd.gradients.engine import EPS_FRACTION, ItemReSolver, differentiate_items, lpgd_gradient
+from cvxlpgd.gradients.engine import ItemReSolver, differentiate_items, lpgd_gradient, warn_unresolvable
 from cvxlpgd.gradients.lagrangian import SIDE_NAMES, SIGNS, Side, Step
 from cvxlpgd.program import ConicForm, ProgramBatch
 from cvxlpgd.solvers.base import ConeSolver
@@ -101,16 +101,7 @@ class LPGD(ReSolvingMethod):
         items that fell back to one side, and for perturbations too small for the solver."""
         records = {i: r for result in results for i, r in result.records.items()}
         total = sum(len(result.grads) for result in results)
-        weak = {i: r.unresolvable_signal for i, r in records.items() if r.unresolvable_signal is not None}
-        if weak:
-            listed = ", ".join(f"item {i}: signal {s:.1e}" for i, s in list(weak.items())[:_MAX_LISTED])
-            warn_user(
-                f"LPGD (tau={self.tau}): the perturbation tau * |(dx, dy)| is too small for the solver "
-                f"to resolve ({listed}; re-solves stop at {EPS_FRACTION:g} x that signal, but at least "
-                "at the solver's tightest tolerance), so those gradients are mostly solver noise. "
-                "Use a larger tau.",
-                {i: f"signal {s:.1e}" for i, s in weak.items()},
-            )
+        warn_unresolvable(records, f"LPGD (tau={self.tau})", "Use a larger tau.")
         failures = {(i, sign): status for i, r in records.items() for sign, status in r.failed.items()}
         lost = {key: status for key, status in failures.items() if records[key[0]].lost}
         if lost:
