@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from benchmarks.report import _version, machine_info
-from cvxlpgd import CvxpyLayer
+from cvxlpgd import AdaptiveLPGD, CvxpyLayer
 from cvxlpgd.dfl import PerturbedFenchelYoung, Sense, SPOPlus, regret
 from cvxlpgd.examples import grid_shortest_path
 
@@ -141,9 +141,11 @@ class CvxlpgdMethod:
 
     loss: str
     solver: str
+    gradient: AdaptiveLPGD | None = None  # another configuration of the default gradient
 
     def __call__(self, data: Dataset) -> LossFunction:
-        layer = data.layer(self.solver)
+        options = {} if self.gradient is None else {"gradient": self.gradient}
+        layer = data.layer(self.solver, **options)
         if self.loss == "lpgd":
             return decision_loss(layer, data.sense)
         if self.loss == "spo+":
@@ -182,6 +184,15 @@ METHODS: dict[str, Callable[[Dataset], LossFunction]] = {
         f"{loss}-{solver.lower()}": CvxlpgdMethod(loss, solver)
         for loss in ("lpgd", "spo+", "pfyl")
         for solver in ("HIGHS", "CLARABEL")
+    },
+    # The finite step's alternatives measured in benchmarks/DEFAULT_GRADIENT.md (large, large_upper).
+    **{
+        f"lpgd-{name}-highs": CvxlpgdMethod("lpgd", "HIGHS", AdaptiveLPGD(large=large, large_upper=upper))
+        for name, (large, upper) in {
+            "lower10": (10.0, None),
+            "lower1.5": (1.5, None),
+            "central1.5": (1.5, 1.5),
+        }.items()
     },
     "pyepo-spo+": PyepoMethod("spo+"),
     "pyepo-pfyl": PyepoMethod("pfyl"),
