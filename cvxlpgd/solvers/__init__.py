@@ -14,9 +14,10 @@ from cvxlpgd.solvers.base import ConeSolver
 from cvxlpgd.solvers.clarabel import ClarabelSolver
 from cvxlpgd.solvers.custom import CustomSolver
 from cvxlpgd.solvers.highs import HighsSolver
+from cvxlpgd.solvers.optional import check_installed, optional_solvers
 from cvxlpgd.solvers.scs import ScsSolver
 
-SOLVERS = {"SCS": ScsSolver, "CLARABEL": ClarabelSolver, "HIGHS": HighsSolver}
+SOLVERS = {"SCS": ScsSolver, "CLARABEL": ClarabelSolver, "HIGHS": HighsSolver, **optional_solvers()}
 SolverSpec = str | ConeSolver
 
 
@@ -26,6 +27,7 @@ def solver_name(solver: object) -> str:
         return _backend(solver).name
     name = str(solver).upper() if isinstance(solver, str) else None
     if name not in SOLVERS:
+        check_installed(solver)
         raise ValueError(
             f"Unknown solver {solver!r}; cvxlpgd supports {sorted(SOLVERS)}, or an object implementing "
             "cvxlpgd.ConeSolver (a name and a solve method)."
