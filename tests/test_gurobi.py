@@ -247,6 +247,28 @@ def test_item_results_do_not_depend_on_neighbours_or_threads() -> None:
         np.testing.assert_array_equal(g, grads)
 
 
+@pytest.mark.timeout(120)
+def test_worker_processes_give_the_same_outputs_and_gradients() -> None:
+    """The solver settings and each item's basis travel to worker processes (a Gurobi model and
+    environment do not pickle; the basis is plain arrays)."""
+    loky = pytest.importorskip("loky")
+    path = grid_shortest_path(5)
+    _, costs = shortest_path_data(8, path.cost.size, seed=1)
+    weights = torch.tensor(np.random.default_rng(0).standard_normal(costs.shape))
+
+    def run(executor=None) -> tuple[np.ndarray, np.ndarray]:
+        layer = CvxpyLayer(path.problem, [path.cost], [path.flow], solver="GUROBI", executor=executor)
+        c = torch.tensor(costs, requires_grad=True)
+        flow = layer(c)[0]
+        (flow * weights).sum().backward()
+        return flow.detach().numpy(), c.grad.numpy()
+
+    here, there = run(), run(loky.get_reusable_executor(max_workers=2))
+    assert np.abs(here[1]).max() > 0.1
+    np.testing.assert_array_equal(here[0], there[0])
+    np.testing.assert_array_equal(here[1], there[1])
+
+
 @pytest.mark.timeout(60)
 def test_failure_statuses() -> None:
     x, c, h = cp.Variable(3, name="x"), cp.Parameter(3, name="c"), cp.Parameter(name="h")
