@@ -1,4 +1,5 @@
-"""Gurobi backend (optional: needs ``gurobipy``): simplex for LPs, branch and cut for mixed-integer LPs.
+"""Gurobi backend (optional: needs ``gurobipy``): simplex for LPs and QPs (LPGD's re-solves with
+``rho > 0``), branch and cut for mixed-integer LPs.
 
 Most decision-focused-learning users solve with Gurobi already (PyEPO's default), and its MILP
 solves are several times faster than HiGHS's. One Gurobi model is kept per chunk (in the
