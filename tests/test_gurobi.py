@@ -337,10 +337,10 @@ def test_model_beyond_the_size_limited_license_names_the_remedy() -> None:
 def test_without_gurobipy_the_error_says_what_to_install() -> None:
     code = (
         "import sys; sys.modules['gurobipy'] = None\n"
-        "from cvxlpgd.solvers import SOLVERS, solver_name\n"
+        "from cvxlpgd.solvers import SOLVERS, make_solver\n"
         "assert 'GUROBI' not in SOLVERS\n"
         "try:\n"
-        "    solver_name('gurobi')\n"
+        "    make_solver('gurobi', None)\n"
         "except ImportError as error:\n"
         "    print(error)\n"
     )

@@ -153,6 +153,7 @@ class GurobiSolver:
     # A simplex ends on a vertex, exact up to its feasibility tolerances: no eps to tighten.
     eps = 0.0
     tightest_eps = 0.0
+    diffcp = None  # diffcp cannot run Gurobi: no implicit gradient
 
     def __init__(self, solver_args: Mapping[str, Any]):
         common, own = split_common("GUROBI", solver_args)
