@@ -16,6 +16,7 @@ from typing import Any
 from cvxlpgd.solvers.base import ConeSolver, DiffcpMethod
 from cvxlpgd.solvers.builtin import SOLVERS
 from cvxlpgd.solvers.custom import CustomSolver
+from cvxlpgd.solvers.optional import check_installed
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ def canonical_name(solver: object) -> str:
     """A built-in's canonical name for ``"scs"``, ``cp.SCS``, ``"Clarabel"``, ..."""
     name = solver.upper() if isinstance(solver, str) else None
     if name not in SOLVERS:
+        check_installed(solver)
         raise ValueError(
             f"Unknown solver {solver!r}; cvxlpgd supports {sorted(SOLVERS)}, or an object implementing "
             "cvxlpgd.ConeSolver (a name and a solve method)."
