@@ -31,7 +31,9 @@ class CvxpyLayer(torch.nn.Module):
     optional leading batch dimension) and returns a tuple with one tensor per entry of
     ``variables``. The backward pass is LPGD by default, or the implicit KKT derivative.
 
-    Args (the first eight as in cvxpylayers' ``CvxpyLayer``, in its order):
+    The first eight arguments are those of cvxpylayers' ``CvxpyLayer``, in its order.
+
+    Args:
         problem: a DPP ``cvxpy.Problem`` (a DGP one with ``gp=True``).
         parameters: every ``cp.Parameter`` of the problem, in the order tensors are passed
             (kept as ``layer.cvxpy_parameters``; ``layer.parameters()`` is torch's, and empty).
@@ -54,6 +56,21 @@ class CvxpyLayer(torch.nn.Module):
             (``ProcessPoolExecutor``, loky) or a cluster (Dask's ``client.get_executor()``,
             ``cvxlpgd.executors.RayExecutor``); default: a thread pool with one worker per core.
         chunks: how many pieces a batch is cut into; default: one per worker of the executor.
+
+    Attributes:
+        cvxpy_parameters (list[cvxpy.Parameter]): the ``parameters``, in the order tensors are passed.
+        variables (list[cvxpy.Variable]): the outputs, in order (duals as their dual variables).
+        last_statuses (list[str]): each batch item's status in the last call, one of
+            ``cvxlpgd.STATUSES``.
+        last_iterations (list[int]): each batch item's solver iteration count in the last call.
+
+    Raises:
+        ValueError: the problem is not DPP (not DGP with ``gp=True``) or has no parameters; a
+            parameter or variable is not in the problem, is listed twice or is missing; the
+            solver, a solver setting, ``gradient``, ``on_failure`` or ``canon_backend`` is
+            unknown; the solver cannot take the problem's cones or integer variables.
+        TypeError: a solver setting has the wrong type, or a solver object breaks the
+            ``cvxlpgd.ConeSolver`` protocol.
     """
 
     def __init__(
@@ -92,11 +109,34 @@ class CvxpyLayer(torch.nn.Module):
         warm_start: bool = False,
         gradient: GradientMethod | str | None = None,
     ) -> tuple[torch.Tensor, ...]:
-        """Solve for ``params``; ``solver_args`` and ``gradient`` override the layer's for this call.
+        """Solve the problem for each batch item of ``params``.
 
-        ``warm_start=True`` starts each item from the solution of the same batch position in the
-        last call that also asked for warm starts, where the solver can use one (SCS; HIGHS for
-        LPs); Clarabel, an interior-point method, ignores it.
+        Args:
+            *params: one real floating-point tensor per entry of ``cvxpy_parameters``, in that
+                order, each of the parameter's shape or with a leading batch dimension
+                ``(B, *shape)``; unbatched tensors are broadcast over the batch.
+            solver_args: solver settings for this call, over the layer's (same keys as the
+                constructor's).
+            warm_start: start each item from the solution of the same batch position in the
+                last call that also asked for warm starts, where the solver can use one (SCS;
+                HIGHS for LPs); Clarabel, an interior-point method, ignores it.
+            gradient: the gradient method for this call, over the layer's.
+
+        Returns:
+            One tensor per entry of ``variables``: shape ``(B, *variable.shape)`` when any
+            parameter is batched (also for ``B = 1``), else ``variable.shape``; the promoted
+            dtype of ``params`` (float32 in, float32 out) on the device of the first tensor.
+
+        Raises:
+            ValueError: a wrong number of tensors, a wrong shape, inconsistent batch sizes, NaN
+                or Inf (naming the batch item), a value that violates a parameter's declared
+                attributes, or conic data that overflow.
+            TypeError: an argument is not a dense real floating-point tensor.
+            RuntimeError: the call runs under a ``torch.func`` transform (``vmap``, ``jacrev``) or
+                ``torch.jit.trace``.
+            cvxlpgd.SolverError: an item failed with ``on_failure="raise"`` (``statuses`` names
+                each); in the backward, ``cvxlpgd.PerturbedSolveError`` for an explicit
+                ``LPGD``'s infeasible or unbounded re-solve.
         """
         check_tensors(params, self.core.user_parameters)
         options = self.core.options.updated(gradient=gradient, solver_args=solver_args)
