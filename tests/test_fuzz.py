@@ -1,5 +1,8 @@
-"""Property-based tests: random feasible LPs / QPs / SOCPs solve to KKT points, and random bad
-inputs always give the documented ValueError / TypeError naming the parameter.
+"""Property-based tests: random feasible LPs / QPs / SOCPs solve to KKT points; their default
+gradient is the derivative where it claims to be one (against a directional difference of tight
+solves) and monotone in the costs; every LPGD configuration equals the formula recomputed at the
+CVXPY level (tests/lpgd_formula.py); random bad inputs always give the documented ValueError /
+TypeError naming the parameter.
 
 Feasibility is certain by construction: b = A x0 + slack with x0 inside the box / ball and
 slack >= 0; boundedness comes from a box (LP), a strongly convex objective (QP) or a ball (SOCP).
