@@ -1,10 +1,10 @@
 """The LPGD gradient recomputed at the CVXPY level, without the library's compiled maps.
 
 Tests compare a layer's LPGD gradient with this reference, so that a wrong perturbation, sign,
-side, Lagrangian gradient, parameter map or solution recovery shows up as a wrong number. Nothing
-here runs cvxlpgd's code: the perturbed problems are CVXPY problems solved by CVXPY (Clarabel,
-tight), and the gradient is read off CVXPY's expression values. A layer supplies only its
-problem, parameters and outputs.
+side, Lagrangian gradient, parameter map or solution recovery shows up as a wrong number. None of
+cvxlpgd's compilation, solves or gradient code runs here: the perturbed problems are CVXPY problems
+solved by CVXPY (Clarabel, tight), and the gradient is read off CVXPY's expression values. A layer
+supplies only its problem, parameters and outputs.
 
 For a sign s = +1 or -1 the perturbed problem is the layer's problem with
 
@@ -36,7 +36,8 @@ constraint                         sigma  e(x)
 The proximal term here acts on the problem's CVXPY variables; the library's acts on the conic
 variables, which are the same only where canonicalization adds none (an LP, ``quad_form`` or
 ``sum_squares`` of a variable). With an auxiliary (``sum_squares(x - a)`` adds t = x - a, an
-epigraph ``norm(x) <= r`` adds t >= |x|) the two differ for rho > 0.
+epigraph ``norm(x) <= r`` adds t >= |x|) the two differ for rho > 0, and the library's result
+then depends on where the solver leaves an auxiliary that is not unique.
 """
 
 from __future__ import annotations
