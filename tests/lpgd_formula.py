@@ -43,7 +43,7 @@ then depends on where the solver leaves an auxiliary that is not unique.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -99,25 +99,26 @@ class Point:
 
 @dataclass
 class ReferenceProblem:
-    """The perturbed problem of one layer and rho, with its perturbation as CVXPY parameters (so
-    CVXPY compiles it once): ``weights`` multiply each variable in the objective, ``shifts`` move
-    each output dual's constraint."""
+    """The perturbed problems of one layer, with the perturbation as CVXPY parameters (so CVXPY
+    compiles them once): ``weights`` multiply each variable in the objective, ``rho`` weighs
+    their squares, ``shifts`` move each output dual's constraint. All zero: the layer's problem."""
 
     problem: cp.Problem
     variables: list[cp.Variable]  # the original problem's, in its order
     weights: list[cp.Parameter]
+    rho: cp.Parameter
     shifts: dict[int, list[cp.Parameter]]  # constraint index -> one parameter per dual variable
 
     @classmethod
-    def of(cls, original: cp.Problem, output_constraints: set[int], rho: float) -> ReferenceProblem:
+    def of(cls, original: cp.Problem, output_constraints: set[int]) -> ReferenceProblem:
         if not isinstance(original.objective, cp.Minimize):
             raise NotImplementedError("The reference handles Minimize problems only.")
         variables = original.variables()
         weights = [cp.Parameter(v.shape) for v in variables]
+        rho = cp.Parameter(nonneg=True)
         linear = sum(cp.sum(cp.multiply(w, v)) for w, v in zip(weights, variables, strict=True))
-        objective = original.objective.expr + linear
-        if rho > 0:
-            objective = objective + rho / 2 * sum(cp.sum_squares(v) for v in variables)
+        squares = sum(cp.sum_squares(v) for v in variables)
+        objective = original.objective.expr + linear + rho / 2 * squares
         constraints, shifts = [], {}
         for i, con in enumerate(original.constraints):
             sigma(con)  # fails early on an unsupported constraint class
@@ -126,9 +127,11 @@ class ReferenceProblem:
                 constraints.append(shifted(con, shifts[i]))
             else:
                 constraints.append(con.copy())
-        return cls(cp.Problem(cp.Minimize(objective), constraints), variables, weights, shifts)
+        return cls(cp.Problem(cp.Minimize(objective), constraints), variables, weights, rho, shifts)
 
-    def solve(self, weights: list[np.ndarray], shifts: dict[int, list[np.ndarray]]) -> Point:
+    def solve(self, weights: list[np.ndarray], rho: float, shifts: dict[int, list[np.ndarray]]) -> Point:
+        """The solution with the objective plus <weights, v> + rho/2 |v|^2 and the shifts."""
+        self.rho.value = rho
         for parameter, value in zip(self.weights, weights, strict=True):
             parameter.value = value
         for i, values in shifts.items():
@@ -152,8 +155,8 @@ class ReferenceProblem:
 
 
 @lru_cache(maxsize=8)
-def _reference(layer: CvxpyLayer, rho: float) -> ReferenceProblem:
-    return ReferenceProblem.of(layer.problem, set(_outputs(layer)[1]), rho)
+def _reference(layer: CvxpyLayer) -> ReferenceProblem:
+    return ReferenceProblem.of(layer.problem, set(_outputs(layer)[1]))
 
 
 def _dual_values(constraint: cp.Constraint) -> list[np.ndarray]:
@@ -190,28 +193,41 @@ def _restored(leaves: list[cp.Leaf]) -> Iterator[None]:
             leaf.value = value
 
 
-def lagrangian(problem: cp.Problem, point: Point) -> float:
-    """L(theta; z) at the problem's current parameter values, with its variables at ``point``."""
-    total = float(problem.objective.expr.value)
+def lagrangian_terms(problem: cp.Problem, point: Point) -> list[tuple[set[int], Callable[[], float]]]:
+    """L(theta; z)'s terms, f0 and each sigma_i <lambda_i, e_i(x)>, as functions of the current
+    parameter values, each with the ids of the parameters it holds."""
+    objective = problem.objective.expr
+    terms = [({p.id for p in objective.parameters()}, lambda: float(objective.value))]
     for con, duals in zip(problem.constraints, point.duals, strict=True):
-        total += sigma(con) * sum(float(np.sum(d * e.value)) for d, e in zip(duals, parts(con), strict=True))
-    return total
+
+        def term(con: cp.Constraint = con, duals: list[np.ndarray] = duals) -> float:
+            inner = sum(float(np.sum(d * e.value)) for d, e in zip(duals, parts(con), strict=True))
+            return sigma(con) * inner
+
+        terms.append(({p.id for p in con.parameters()}, term))
+    return terms
 
 
 def parameter_gradient(layer: CvxpyLayer, values: list[np.ndarray], point: Point) -> list[np.ndarray]:
     """G(z) = dL/dtheta for each of the layer's parameters, by central differences of CVXPY's values
-    (set with ``save_value``: CVXPY's checks on every assignment would take most of the time)."""
+    of the terms the parameter enters (values set with ``save_value``: CVXPY's checks on every
+    assignment would take most of the time)."""
     params, problem = layer.cvxpy_parameters, layer.problem
     for v, value in zip(problem.variables(), point.primal, strict=True):
         v.save_value(value)
+    terms = lagrangian_terms(problem, point)
+    grads = []
+    for k, param in enumerate(params):
+        entered = [term for ids, term in terms if param.id in ids]
 
-    def at(theta: list[np.ndarray]) -> float:
-        for p, value in zip(params, theta, strict=True):
-            p.save_value(value)
-        return lagrangian(problem, point)
+        def at(theta: list[np.ndarray], entered: list[Callable[[], float]] = entered) -> float:
+            for p, value in zip(params, theta, strict=True):
+                p.save_value(value)
+            return sum(term() for term in entered)
 
-    symmetric = [any(p.attributes.get(a) for a in ("symmetric", "PSD", "NSD")) for p in params]
-    return [finite_difference(at, values, k, symmetric[k], step=THETA_STEP) for k in range(len(params))]
+        symmetric = any(param.attributes.get(a) for a in ("symmetric", "PSD", "NSD"))
+        grads.append(finite_difference(at, values, k, symmetric, step=THETA_STEP))
+    return grads
 
 
 def lpgd_formula_gradient(
@@ -240,11 +256,12 @@ def lpgd_formula_gradient(
     with _restored([*layer.cvxpy_parameters, *variables]):
         for p, value in zip(layer.cvxpy_parameters, values, strict=True):
             p.value = value
-        star = _reference(layer, 0.0).solve([0.0 * d for d in dv], dual_shifts(0))
+        reference = _reference(layer)
+        star = reference.solve([0.0 * d for d in dv], 0.0, dual_shifts(0))
         points = {0: star}
         high, low = SIDES[config.side]
         for s in {high, low} - {0}:  # only the re-solves the side needs: the other may be unbounded
             weights = [s * tau * d - rho * x for d, x in zip(dv, star.primal, strict=True)]
-            points[s] = _reference(layer, rho).solve(weights, dual_shifts(s))
+            points[s] = reference.solve(weights, rho, dual_shifts(s))
         G_high, G_low = (parameter_gradient(layer, values, points[k]) for k in (high, low))
     return [(a - b) / (tau * (high - low)) for a, b in zip(G_high, G_low, strict=True)]
