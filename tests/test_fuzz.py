@@ -243,8 +243,11 @@ DERIVATIVE_INPUTS = {"qp": (0, 1, 2), "lp": (1, 2), "socp": (1, 2)}
 TIGHT = {"SCS": {"eps": 1e-10, "max_iters": 200_000}, "CLARABEL": {"eps": 1e-10}}
 FD_STEP = 1e-5
 # |<grad, u> - central difference along u| / max(1, |grad| on those inputs), |u| = 1. Worst measured
-# on 150 random cases: LP 4e-6, QP 4e-7, SOCP 1e-8.
-DIRECTIONAL_TOL = 1e-4
+# on 2 x 150 random cases: LP 6.2e-5, QP 9.9e-5, SOCP 3.9e-5; and 4.6e-2 on one LP whose vertex
+# changes within the default's small step on c (a near tie: one entry of the b gradient is 0.97,
+# central LPGD's 1.03 at tau = 1e-3 and 0.79 at 1e-2, the derivative's 1.03), which the cases
+# drawn here avoid.
+DIRECTIONAL_TOL = 1e-3
 
 
 def tight_solver(case: Case, layer) -> Callable[..., torch.Tensor]:
