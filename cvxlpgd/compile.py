@@ -15,6 +15,7 @@ No CVXPY work happens after compilation.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from dataclasses import dataclass
 
 import cvxpy as cp
@@ -22,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from cvxpy.atoms.affine.upper_tri import upper_tri_to_full
 from cvxpy.constraints import PSD, SOC, ExpCone, PowCone3D
+from cvxpy.reductions.solvers.solving_chain_utils import get_canon_backend
 from cvxpy.utilities import scopes
 from cvxpy.utilities.psd_utils import tri_to_full
 
@@ -37,7 +39,23 @@ from cvxlpgd.program import (
     SparsePattern,
 )
 
+try:  # cvxpy >= 1.9 hands PSD constraints to Clarabel as SvecPSD cones (a scaled triangle)
+    from cvxpy.constraints.psd import SvecPSD
+
+    _PSD_CONES: tuple[type, ...] = (PSD, SvecPSD)
+except ImportError:  # cvxpy < 1.9: PSD only
+    _PSD_CONES = (PSD,)
+
 _SYMMETRIC_ATTRIBUTES = ("symmetric", "PSD", "NSD")
+
+# CVXPY's canonicalization backends are the values of its settings named *_CANON_BACKEND.
+_CANON_BACKENDS = frozenset(
+    getattr(cp.settings, name)
+    for name in dir(cp.settings)
+    if name.endswith("_CANON_BACKEND") and name != "DEFAULT_CANON_BACKEND"
+)
+# Backends that live in a package of their own, which CVXPY imports only when asked for them.
+_CANON_BACKEND_PACKAGES = {"RUST": "cvxpy_rust"}
 
 
 def _c_to_f_permutation(shape: tuple[int, ...]) -> np.ndarray:
@@ -193,7 +211,7 @@ def _dual_rows(dual_var, constraint, cone_constraint, offset: int, psd_triangle,
     labels are pushed through the constraint's own ``save_dual_value`` (restored afterwards).
     """
     size = cone_constraint.size
-    if isinstance(cone_constraint, PSD) or type(cone_constraint).__name__ == "SvecPSD":
+    if isinstance(cone_constraint, _PSD_CONES):
         side = constraint.shape[-1]
         basis = np.eye(size)
         cols = np.stack(
@@ -269,6 +287,31 @@ def _recovery(problem, variables, param_prob, chain, n: int, m: int) -> Recovery
     return Recovery(matrix=sp.vstack(blocks).tocsr(), shapes=tuple(shapes), n=n)
 
 
+def _check_canon_backend(problem: cp.Problem, canon_backend: str | None) -> None:
+    """Refuse, before canonicalizing, a backend CVXPY does not know, cannot import, or cannot use
+    for this problem (its own rule, ``get_canon_backend``), naming the backend and the remedy."""
+    if canon_backend is None:
+        return
+    remedy = "pass canon_backend=None and CVXPY picks one that fits the problem"
+    if canon_backend not in _CANON_BACKENDS:
+        raise ValueError(
+            f"canon_backend={canon_backend!r} is not a CVXPY canonicalization backend (CVXPY "
+            f"{cp.__version__} has {sorted(_CANON_BACKENDS)}); {remedy}."
+        )
+    package = _CANON_BACKEND_PACKAGES.get(canon_backend)
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise ValueError(
+            f"canon_backend={canon_backend!r} needs the package {package!r}, which is not installed; "
+            f"install it, or {remedy}."
+        )
+    try:
+        get_canon_backend(problem, canon_backend)
+    except ValueError as error:  # the only error CVXPY's rule raises: this backend cannot
+        raise ValueError(
+            f"canon_backend={canon_backend!r} cannot canonicalize this problem ({error}); {remedy}."
+        ) from error
+
+
 def compile_problem(
     problem: cp.Problem,
     parameters: list[cp.Parameter],
@@ -281,17 +324,10 @@ def compile_problem(
 
     The caller has validated DPP and membership of parameters and variables.
     """
+    _check_canon_backend(problem, canon_backend)
     scope = scopes.quad_form_dpp_scope() if form.quad_obj else contextlib.nullcontext()
     with scope:
-        try:
-            data, chain = problem_data(problem, form, {"use_quad_obj": form.quad_obj}, canon_backend)
-        except ValueError as error:
-            if canon_backend is None or "backend" not in str(error).lower():
-                raise
-            raise ValueError(
-                f"canon_backend={canon_backend!r} cannot canonicalize this problem ({error}); use "
-                "None (CVXPY's default), 'CPP' or 'SCIPY'."
-            ) from error
+        data, chain = problem_data(problem, form, {"use_quad_obj": form.quad_obj}, canon_backend)
     param_prob = data[cp.settings.PARAM_PROB]
     dims = ConeDims.from_cvxpy(data["dims"])
     param_id_map = {k: v[0] for k, v in chain.compose_param_id_map().items()}
