@@ -1,7 +1,10 @@
 """The CVXPY side: canonicalize a problem once and build its maps (the types live in program.py).
 
 ``compile_problem`` canonicalizes a DPP problem with CVXPY and turns its parametrized cone
-program into the pieces that the layer applies to a whole batch at once:
+program into the pieces that the layer applies to a whole batch at once. Products of a large
+parameter matrix with a variable bypass CVXPY's parameter tensor: ``matrix_products`` replaces
+them by variables before CVXPY sees the problem, and their entries are placed into ``A`` here.
+
 
 * ``ProblemMaps``: parameters -> conic data (values of ``P``, ``A`` on fixed sparsity
   patterns, and ``b``, ``c``), an affine map, and its adjoint for the backward pass;
