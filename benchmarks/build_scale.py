@@ -45,18 +45,20 @@ HEADING = "## Large parameter matrices: build time and memory"
 TIMEOUT_S = 600
 # Settings passed to both the layer and CVXPY's own solve: the layer's defaults.
 SETTINGS = {"SCS": {"eps_abs": 1e-5, "eps_rel": 1e-5}, "CLARABEL": {}, "HIGHS": {}}
-# The sweep: (problem, size, solver for the forward/backward or None).
+# The sweep: (problem, size, solver for the forward/backward or None, gradient).
 SWEEP = (
-    ("norm", 250, None),
-    ("norm", 500, None),
-    ("norm", 1000, None),
-    ("norm", 1500, "CLARABEL"),
-    ("norm", 3000, None),
-    ("factor", 300, None),
-    ("factor", 1000, "CLARABEL"),
-    ("lp75", 5643, "HIGHS"),
-    ("lp75", 5643, "CLARABEL"),
-    ("lp75", 5643, "SCS"),
+    ("norm", 250, None, "default"),
+    ("norm", 500, None, "default"),
+    ("norm", 1000, None, "default"),
+    ("norm", 1500, "CLARABEL", "default"),
+    ("norm", 3000, None, "default"),
+    ("factor", 300, None, "default"),
+    ("factor", 1000, "CLARABEL", "default"),
+    ("lp75", 5643, "HIGHS", "default"),
+    ("lp75", 5643, "HIGHS", "lower"),
+    ("lp75", 5643, "CLARABEL", "default"),
+    ("lp75", 5643, "CLARABEL", "lower"),
+    ("lp75", 5643, "SCS", "default"),
 )
 
 Built = tuple[cp.Problem, list[cp.Parameter], list[cp.Variable], list[np.ndarray]]
@@ -108,11 +110,12 @@ def _timed(work: Callable[[], object]) -> tuple[object, float, float]:
     return result, time.process_time() - cpu, time.perf_counter() - wall
 
 
-def measure(name: str, n: int, path: str, solver: str | None) -> dict:
-    """One worker's measurements (see the module docstring)."""
+def measure(name: str, n: int, path: str, solver: str | None, gradient: str) -> dict:
+    """One worker's measurements (see the module docstring); prints the results so far after
+    the build and after the forward (a timed-out worker still reports them)."""
     import torch
 
-    from cvxlpgd import CvxpyLayer, matrix_products
+    from cvxlpgd import LPGD, CvxpyLayer, matrix_products
 
     if path == "cvxpy":
         matrix_products.MIN_ENTRIES = sys.maxsize
@@ -123,7 +126,12 @@ def measure(name: str, n: int, path: str, solver: str | None) -> dict:
     try:
         layer, result["build_cpu_s"], result["build_wall_s"] = _timed(
             lambda: CvxpyLayer(
-                problem, parameters, variables, solver=build_solver, solver_args=SETTINGS[build_solver]
+                problem,
+                parameters,
+                variables,
+                solver=build_solver,
+                solver_args=SETTINGS[build_solver],
+                gradient=LPGD(tau=1.0, side="lower") if gradient == "lower" else "lpgd",
             )
         )
     except MemoryError as error:  # the finding on CVXPY's path: report it, do not crash the sweep
@@ -132,36 +140,44 @@ def measure(name: str, n: int, path: str, solver: str | None) -> dict:
     result.update(peak_bytes=_peak_bytes(), growth_bytes=_peak_bytes() - imports)
     if solver is None:
         return result
+    print(json.dumps(result), flush=True)
     tensors = [torch.tensor(v, requires_grad=True) for v in values]
     weight = torch.tensor(np.random.default_rng(1).standard_normal(variables[0].shape))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # inaccurate-solve warnings: the status is reported
         (x,), result["forward_cpu_s"], result["forward_wall_s"] = _timed(lambda: layer(*tensors))
+        result.update(solver=solver, gradient=gradient, status=layer.last_statuses[0])
+        if name == "lp75":
+            for p, v in zip(parameters, values, strict=True):
+                p.value = v
+            solve = lambda: problem.solve(solver=solver, **SETTINGS[solver])  # noqa: E731
+            _, result["cvxpy_first_cpu_s"], result["cvxpy_first_wall_s"] = _timed(solve)
+            _, result["cvxpy_cpu_s"], result["cvxpy_wall_s"] = _timed(solve)
+            result["max_abs_x_difference"] = float(np.abs(x.detach().numpy() - variables[0].value).max())
+        print(json.dumps(result), flush=True)
         _, result["backward_cpu_s"], result["backward_wall_s"] = _timed(lambda: (x @ weight).backward())
-    result.update(solver=solver, status=layer.last_statuses[0])
-    if name == "lp75":
-        for p, v in zip(parameters, values, strict=True):
-            p.value = v
-        solve = lambda: problem.solve(solver=solver, **SETTINGS[solver])  # noqa: E731
-        _, result["cvxpy_first_cpu_s"], result["cvxpy_first_wall_s"] = _timed(solve)
-        _, result["cvxpy_cpu_s"], result["cvxpy_wall_s"] = _timed(solve)
-        result["max_abs_x_difference"] = float(np.abs(x.detach().numpy() - variables[0].value).max())
     return result
 
 
-def run(name: str, n: int, path: str, solver: str | None) -> dict:
+def run(name: str, n: int, path: str, solver: str | None, gradient: str) -> dict:
     """``measure`` in a fresh ``python -m benchmarks.build_scale`` worker."""
-    command = [sys.executable, "-m", "benchmarks.build_scale", name, str(n), path]
+    command = [sys.executable, "-m", "benchmarks.build_scale", name, str(n), path, "--gradient", gradient]
     command += ["--solve", solver] if solver else []
     try:
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=TIMEOUT_S, env=os.environ.copy()
         )
-    except subprocess.TimeoutExpired:
-        return {"problem": name, "n": n, "path": path, "error": f"timed out after {TIMEOUT_S} s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        stdout, returncode = done.stdout, done.returncode
+    except subprocess.TimeoutExpired as timeout:
+        stdout, returncode = (timeout.stdout or b"").decode(), None
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
     if lines:
-        return json.loads(lines[-1])
+        result = json.loads(lines[-1])
+        if returncode is None:
+            result["status"] = f"timed out after {TIMEOUT_S} s (backward)"
+        return result
+    if returncode is None:
+        return {"problem": name, "n": n, "path": path, "error": f"timed out after {TIMEOUT_S} s"}
     tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
     return {"problem": name, "n": n, "path": path, "error": f"worker exited {done.returncode}: {tail[:160]}"}
 
@@ -173,8 +189,8 @@ def _cell(row: dict, key: str, scale: float = 1.0, digits: int = 2) -> str:
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| problem | n | parameter entries | path | build CPU s | build wall s | peak RSS GiB | growth GiB "
-        "| solver | forward s | backward s | CVXPY solve s | status |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| solver | gradient | forward s | backward s | CVXPY solve s | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         gib = float(2**30)
@@ -188,6 +204,7 @@ def markdown(rows: list[dict]) -> str:
             _cell(r, "peak_bytes", gib),
             _cell(r, "growth_bytes", gib),
             r.get("solver", ""),
+            r.get("gradient", ""),
             _cell(r, "forward_cpu_s"),
             _cell(r, "backward_cpu_s"),
             _cell(r, "cvxpy_cpu_s"),
@@ -223,20 +240,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("n", nargs="?", type=int)
     parser.add_argument("path", nargs="?", choices=("direct", "cvxpy"), default="direct")
     parser.add_argument("--solve", help="also time a forward and backward with this solver")
+    parser.add_argument(
+        "--gradient",
+        choices=("default", "lower"),
+        default="default",
+        help='"lower": LPGD(tau=1, side="lower")',
+    )
     parser.add_argument("--paths", nargs="+", default=["direct", "cvxpy"], help="sweep mode: the paths")
     parser.add_argument("--write", action="store_true", help="sweep mode: also write RESULTS.md's section")
     args = parser.parse_args(argv)
     if args.problem is not None:
         resource.setrlimit(resource.RLIMIT_AS, (RLIMIT_BYTES, resource.getrlimit(resource.RLIMIT_AS)[1]))
-        print(json.dumps(measure(args.problem, args.n, args.path, args.solve)), flush=True)
+        print(json.dumps(measure(args.problem, args.n, args.path, args.solve, args.gradient)), flush=True)
         return
-    rows = []
-    for name, n, solver in SWEEP:
+    rows, built_on_cvxpys_path = [], set()
+    for name, n, solver, gradient in SWEEP:
         for path in args.paths:
-            # CVXPY's path: the build only, and not at n = 3000 (it fails under the cap at 1000).
-            if path == "cvxpy" and n == 3000:
-                continue
-            rows.append(run(name, n, path, solver if path == "direct" else None))
+            # CVXPY's path: the build only, once per problem and size, not at n = 3000.
+            if path == "cvxpy":
+                if n == 3000 or (name, n) in built_on_cvxpys_path:
+                    continue
+                built_on_cvxpys_path.add((name, n))
+            rows.append(run(name, n, path, solver if path == "direct" else None, gradient))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     table = markdown(rows)
     print(table)
