@@ -15,12 +15,13 @@ The problems, written from the issues' descriptions (their code is not public he
 
 Measured per problem and size: construction CPU and wall time, the peak resident memory of the
 worker (``ru_maxrss``) and its growth over the imports; with ``--solve``, one forward and one
-backward (default gradient) at batch 1, and for ``lp75`` CVXPY's own ``problem.solve`` of the
-same LP with the same solver and settings (the second solve, whose canonicalization is cached).
+backward at batch 1 (the default gradient; ``--gradient lower``: ``LPGD(tau=1, side="lower")``),
+and for ``lp75`` CVXPY's own ``problem.solve`` of the same LP with the same solver and settings,
+cold (``warm_start=False``; the second solve, whose canonicalization is cached).
 
     python -m benchmarks.build_scale                    # the sweep, a markdown table
     python -m benchmarks.build_scale --write            # ... also as RESULTS.md's section
-    python -m benchmarks.build_scale norm 1500 direct --solve SCS   # one worker, one JSON line
+    python -m benchmarks.build_scale norm 1500 direct --solve CLARABEL   # one worker, JSON lines
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ def measure(name: str, n: int, path: str, solver: str | None, gradient: str) -> 
         if name == "lp75":
             for p, v in zip(parameters, values, strict=True):
                 p.value = v
-            solve = lambda: problem.solve(solver=solver, **SETTINGS[solver])  # noqa: E731
+            # warm_start=False: CVXPY would otherwise start HiGHS from its previous solution.
+            solve = lambda: problem.solve(solver=solver, warm_start=False, **SETTINGS[solver])  # noqa: E731
             _, result["cvxpy_first_cpu_s"], result["cvxpy_first_wall_s"] = _timed(solve)
             _, result["cvxpy_cpu_s"], result["cvxpy_wall_s"] = _timed(solve)
             result["max_abs_x_difference"] = float(np.abs(x.detach().numpy() - variables[0].value).max())
