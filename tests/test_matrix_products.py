@@ -264,11 +264,11 @@ _BUILD_UNDER_A_CAP = textwrap.dedent(
 @pytest.mark.timeout(120)
 def test_memory_grows_with_the_entries_not_their_product_with_the_size() -> None:
     """cvxpylayers #109 at n = 700: CVXPY's path needs an n^3 workspace (2.7 GB) for its cone
-    reordering; the direct path builds within 600 MB more address space than the imports took."""
+    reordering; the direct path builds within 1 GiB more address space than the imports took."""
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     done = subprocess.run(
-        [sys.executable, "-c", _BUILD_UNDER_A_CAP, "700", str(600 * 2**20)],
+        [sys.executable, "-c", _BUILD_UNDER_A_CAP, "700", str(2**30)],
         capture_output=True, text=True, env=env, timeout=110, check=False,
     )
     assert done.returncode == 0 and "built" in done.stdout, done.stderr[-2000:]
