@@ -1,7 +1,10 @@
 """The CVXPY side: canonicalize a problem once and build its maps (the types live in program.py).
 
 ``compile_problem`` canonicalizes a DPP problem with CVXPY and turns its parametrized cone
-program into the pieces that the layer applies to a whole batch at once:
+program into the pieces that the layer applies to a whole batch at once. Products of a large
+parameter matrix with a variable bypass CVXPY's parameter tensor: ``matrix_products`` replaces
+them by variables before CVXPY sees the problem, and their entries are placed into ``A`` here.
+
 
 * ``ProblemMaps``: parameters -> conic data (values of ``P``, ``A`` on fixed sparsity
   patterns, and ``b``, ``c``), an affine map, and its adjoint for the backward pass;
@@ -15,6 +18,7 @@ No CVXPY work happens after compilation.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from dataclasses import dataclass
 
 import cvxpy as cp
@@ -22,11 +26,14 @@ import numpy as np
 import scipy.sparse as sp
 from cvxpy.atoms.affine.upper_tri import upper_tri_to_full
 from cvxpy.constraints import PSD, SOC, ExpCone, PowCone3D
+from cvxpy.reductions.solvers.solving_chain_utils import get_canon_backend
 from cvxpy.utilities import scopes
 from cvxpy.utilities.psd_utils import tri_to_full
 
+from cvxlpgd import matrix_products
 from cvxlpgd.cone import ConeDims, Integrality
 from cvxlpgd.integrality import check_mixed_integer_data, integrality, problem_data
+from cvxlpgd.matrix_products import MatrixProduct
 from cvxlpgd.program import (
     AffineMap,
     CompiledProblem,
@@ -37,7 +44,23 @@ from cvxlpgd.program import (
     SparsePattern,
 )
 
+try:  # cvxpy >= 1.9 hands PSD constraints to Clarabel as SvecPSD cones (a scaled triangle)
+    from cvxpy.constraints.psd import SvecPSD
+
+    _PSD_CONES: tuple[type, ...] = (PSD, SvecPSD)
+except ImportError:  # cvxpy < 1.9: PSD only
+    _PSD_CONES = (PSD,)
+
 _SYMMETRIC_ATTRIBUTES = ("symmetric", "PSD", "NSD")
+
+# CVXPY's canonicalization backends are the values of its settings named *_CANON_BACKEND.
+_CANON_BACKENDS = frozenset(
+    getattr(cp.settings, name)
+    for name in dir(cp.settings)
+    if name.endswith("_CANON_BACKEND") and name != "DEFAULT_CANON_BACKEND"
+)
+# Backends that live in a package of their own, which CVXPY imports only when asked for them.
+_CANON_BACKEND_PACKAGES = {"RUST": "cvxpy_rust"}
 
 
 def _c_to_f_permutation(shape: tuple[int, ...]) -> np.ndarray:
@@ -92,6 +115,15 @@ def _lifting(param_prob, param_id_map: dict[int, int], user_params) -> sp.csr_ar
     )
 
 
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` of integers by one sort (numpy 2's hashing ``unique`` takes ~10x longer on
+    the millions of positions of a large parameter matrix)."""
+    ordered = np.sort(values)
+    if ordered.size == 0:
+        return ordered
+    return ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
+
+
 @dataclass(frozen=True)
 class _TallTensor:
     """A CVXPY data tensor: one row per entry of a flattened matrix (m (n + 1) rows for A: too
@@ -111,7 +143,7 @@ class _TallTensor:
         return cls(row, col, coo.data[keep], coo.shape[1])
 
     def nonzero_rows(self) -> np.ndarray:
-        return np.unique(self.row)
+        return _sorted_unique(self.row)
 
     def rows(self, selected: np.ndarray) -> sp.csr_array:
         """Rows ``selected`` (unique, any order) as a (len(selected), ncols) matrix."""
@@ -139,17 +171,81 @@ def _scale(amap: AffineMap, factor: float) -> AffineMap:
     return AffineMap(sp.csr_array(amap.matrix * factor), amap.offset * factor)
 
 
+@dataclass(frozen=True)
+class _PlacedEntries:
+    """Entries of CVXPY's ``A`` (its sign) that come straight from the user parameters, not
+    through CVXPY's tensor: ``A_cvx[position] += coefficient * theta[column]``."""
+
+    positions: np.ndarray  # column-major flat positions in (m, n)
+    columns: np.ndarray  # index into the stacked C-order user parameters
+    coefficients: np.ndarray
+
+    @classmethod
+    def of(
+        cls, products: tuple[MatrixProduct, ...], param_prob, chain, parameters, A_tensor: _TallTensor, m: int
+    ) -> _PlacedEntries:
+        """``-M`` into each product's placeholder rows at its operand's columns, scaled by the
+        sign CVXPY gave the output variable there, so that the rows read ``output = M operand``."""
+        var_id_map = {k: v[0] for k, v in chain.compose_var_id_map().items()}
+        constr_id_map = chain.compose_constr_id_map()
+        offsets = _cone_offsets(param_prob)
+        starts = np.cumsum([0] + [p.size for p in parameters[:-1]])
+        first_column = {p.id: int(start) for p, start in zip(parameters, starts, strict=True)}
+        positions, columns, coefficients = [], [], []
+        for product in products:
+            start = offsets[constr_id_map.get(product.placeholder.id, product.placeholder.id)][0]
+            rows = start + np.arange(product.output.size)
+            output_col = param_prob.var_id_to_col[var_id_map.get(product.output.id, product.output.id)]
+            operand_col = param_prob.var_id_to_col[var_id_map.get(product.operand.id, product.operand.id)]
+            output_positions = (output_col + np.arange(product.output.size)) * m + rows
+            sign = A_tensor.rows(output_positions)[:, [-1]].toarray().ravel()
+            operand_cols = operand_col + np.arange(product.operand.size)
+            positions.append((operand_cols[None, :] * m + rows[:, None]).ravel())
+            columns.append(first_column[product.parameter.id] + product.entries.ravel())
+            coefficients.append(np.repeat(-sign, product.operand.size))
+        return cls(np.concatenate(positions), np.concatenate(columns), np.concatenate(coefficients))
+
+    def added_to(self, amap: AffineMap, rows: np.ndarray, positions: np.ndarray) -> AffineMap:
+        """``amap`` (over the sorted ``rows``) plus these entries, over the sorted union ``positions``."""
+        coo = amap.matrix.tocoo()
+        at = np.searchsorted(positions, rows)
+        matrix = sp.csr_array(
+            (
+                np.concatenate([coo.data, self.coefficients]),
+                (
+                    np.concatenate([at[coo.row], np.searchsorted(positions, self.positions)]),
+                    np.concatenate([coo.col, self.columns]),
+                ),
+            ),
+            shape=(positions.size, amap.matrix.shape[1]),
+        )
+        offset = np.zeros(positions.size)
+        offset[at] = amap.offset
+        return AffineMap(matrix, offset)
+
+
 def _structure_and_maps(
-    param_prob, dims: ConeDims, lift: sp.csr_array, integer: Integrality | None
+    param_prob,
+    A_tensor: _TallTensor,
+    dims: ConeDims,
+    lift: sp.csr_array,
+    integer: Integrality | None,
+    placed: _PlacedEntries | None,
 ) -> ProblemMaps:
+    """The conic maps from CVXPY's tensors, plus the entries ``placed`` directly (if any)."""
     n = param_prob.x.size
     m = dims.size
-    A_tensor = _TallTensor.of(param_prob.A)
     nonzero_rows = A_tensor.nonzero_rows()
     in_A = nonzero_rows < m * n  # column-major positions of [A | b]; column n holds b
-    A_pattern = SparsePattern.from_flat_positions(nonzero_rows[in_A], (m, n))
     # CVXPY's form is  A_cvx x + b_cvx in K, so SCS's is  (-A_cvx) x + s = b_cvx.
-    A_map = _scale(_affine_from_tensor(A_tensor, nonzero_rows[in_A], lift), -1.0)
+    A_cvx = _affine_from_tensor(A_tensor, nonzero_rows[in_A], lift)
+    if placed is None:
+        positions = nonzero_rows[in_A]
+    else:
+        positions = _sorted_unique(np.concatenate([nonzero_rows[in_A], placed.positions]))
+        A_cvx = placed.added_to(A_cvx, nonzero_rows[in_A], positions)
+    A_pattern = SparsePattern.from_flat_positions(positions, (m, n))
+    A_map = _scale(A_cvx, -1.0)
     b_map = _affine_from_tensor(A_tensor, m * n + np.arange(m), lift)
     c_map = _affine_from_tensor(_TallTensor.of(param_prob.q), np.arange(n), lift)
 
@@ -193,7 +289,7 @@ def _dual_rows(dual_var, constraint, cone_constraint, offset: int, psd_triangle,
     labels are pushed through the constraint's own ``save_dual_value`` (restored afterwards).
     """
     size = cone_constraint.size
-    if isinstance(cone_constraint, PSD) or type(cone_constraint).__name__ == "SvecPSD":
+    if isinstance(cone_constraint, _PSD_CONES):
         side = constraint.shape[-1]
         basis = np.eye(size)
         cols = np.stack(
@@ -269,6 +365,31 @@ def _recovery(problem, variables, param_prob, chain, n: int, m: int) -> Recovery
     return Recovery(matrix=sp.vstack(blocks).tocsr(), shapes=tuple(shapes), n=n)
 
 
+def _check_canon_backend(problem: cp.Problem, canon_backend: str | None) -> None:
+    """Refuse, before canonicalizing, a backend CVXPY does not know, cannot import, or cannot use
+    for this problem (its own rule, ``get_canon_backend``), naming the backend and the remedy."""
+    if canon_backend is None:
+        return
+    remedy = "pass canon_backend=None and CVXPY picks one that fits the problem"
+    if canon_backend not in _CANON_BACKENDS:
+        raise ValueError(
+            f"canon_backend={canon_backend!r} is not a CVXPY canonicalization backend (CVXPY "
+            f"{cp.__version__} has {sorted(_CANON_BACKENDS)}); {remedy}."
+        )
+    package = _CANON_BACKEND_PACKAGES.get(canon_backend)
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise ValueError(
+            f"canon_backend={canon_backend!r} needs the package {package!r}, which is not installed; "
+            f"install it, or {remedy}."
+        )
+    try:
+        get_canon_backend(problem, canon_backend)
+    except ValueError as error:  # the only error CVXPY's rule raises: this backend cannot
+        raise ValueError(
+            f"canon_backend={canon_backend!r} cannot canonicalize this problem ({error}); {remedy}."
+        ) from error
+
+
 def compile_problem(
     problem: cp.Problem,
     parameters: list[cp.Parameter],
@@ -281,23 +402,23 @@ def compile_problem(
 
     The caller has validated DPP and membership of parameters and variables.
     """
+    _check_canon_backend(problem, canon_backend)
+    rewritten = matrix_products.rewrite(problem, matrix_products.MIN_ENTRIES)
     scope = scopes.quad_form_dpp_scope() if form.quad_obj else contextlib.nullcontext()
     with scope:
-        try:
-            data, chain = problem_data(problem, form, {"use_quad_obj": form.quad_obj}, canon_backend)
-        except ValueError as error:
-            if canon_backend is None or "backend" not in str(error).lower():
-                raise
-            raise ValueError(
-                f"canon_backend={canon_backend!r} cannot canonicalize this problem ({error}); use "
-                "None (CVXPY's default), 'CPP' or 'SCIPY'."
-            ) from error
+        data, chain = problem_data(rewritten.problem, form, {"use_quad_obj": form.quad_obj}, canon_backend)
     param_prob = data[cp.settings.PARAM_PROB]
     dims = ConeDims.from_cvxpy(data["dims"])
     param_id_map = {k: v[0] for k, v in chain.compose_param_id_map().items()}
     lift = _lifting(param_prob, param_id_map, parameters)
     integer = integrality(data, param_prob.x.size)
-    maps = _structure_and_maps(param_prob, dims, lift, integer)
+    A_tensor = _TallTensor.of(param_prob.A)
+    placed = (
+        _PlacedEntries.of(rewritten.products, param_prob, chain, parameters, A_tensor, dims.size)
+        if rewritten.products
+        else None
+    )
+    maps = _structure_and_maps(param_prob, A_tensor, dims, lift, integer, placed)
     if integer is not None:
         check_mixed_integer_data(maps.A.constant and maps.b.constant, quadratic=maps.P is not None)
     recovery = _recovery(problem, variables, param_prob, chain, maps.structure.n, maps.structure.m)

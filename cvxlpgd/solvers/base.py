@@ -39,7 +39,9 @@ class ConeSolver(Protocol):
     combinatorial algorithm that solves the problem's LP exactly. Only LPGD can use such an
     object (it needs nothing but ``solve``); the implicit gradient runs through diffcp's own solvers.
 
-    Attributes (a user's object needs ``name`` and ``solve``; the others default as shown):
+    A user's object needs ``name`` and ``solve``; the other attributes default as shown.
+
+    Attributes:
         name: how messages name the backend; not a built-in's name.
         canon_solver: the CVXPY solver whose canonicalization the programs follow, ``"CLARABEL"``
             (default) or ``"SCS"``; they differ only in the layout of PSD cones.
@@ -54,7 +56,7 @@ class ConeSolver(Protocol):
             the forward solution; when a re-solve needs a tighter accuracy than this, the forward
             point is first re-solved to that accuracy.
         tightest_eps: the tightest accuracy it can reach (default 0.0); an LPGD perturbation that
-            needs a tighter one is too small for the backend, and the layer warns.
+            needs a tighter one is too small for the backend, and the gradient method warns.
         diffcp: how diffcp runs the same solver (``gradient="implicit"``), or None; set by the
             built-in SCS and Clarabel backends only (a user's object always gets None).
 

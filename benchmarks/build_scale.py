@@ -1,0 +1,275 @@
+"""Build time and memory of layers with large parameter matrices (cvxpylayers #109, #66, #75),
+on the direct path for parameter-matrix products and on CVXPY's path, one fresh subprocess per
+measurement with its address space capped at 6 GiB.
+
+The problems, written from the issues' descriptions (their code is not public here):
+
+* ``norm`` (#109): minimize ``0.5 ||A x||_2``  s.t.  ``C x = d``; ``A`` an ``n x n`` parameter,
+  ``C`` a ``12 x n`` parameter, ``d`` a 12-vector parameter; ``A`` random normal, ``d = C x0``;
+* ``factor`` (#66): minimize ``||L' x||^2 - p'x``; ``L = I + 0.3 G / sqrt(n)`` (``G`` normal,
+  so ``L L'`` is well conditioned), ``p`` normal;
+* ``lp75`` (#75): minimize ``c'x``  s.t.  ``A_ub x <= b_ub``, ``A_eq x = b_eq``, ``0 <= x <= 1``
+  with 5643 variables, 313 inequality and 312 equality rows, all five parameters dense
+  (3.5 million matrix entries); ``A_ub`` uniform in [0, 1], ``A_eq`` normal, ``b_eq = A_eq x0``,
+  ``b_ub = A_ub x0 + slack`` for an interior ``x0``, so the LP is feasible and bounded.
+
+Measured per problem and size: construction CPU and wall time, the peak resident memory of the
+worker (``ru_maxrss``) and its growth over the imports; with ``--solve``, one forward and one
+backward at batch 1 (the default gradient; ``--gradient lower``: ``LPGD(tau=1, side="lower")``),
+and for ``lp75`` CVXPY's own ``problem.solve`` of the same LP with the same solver and settings,
+cold (``warm_start=False``; the second solve, whose canonicalization is cached).
+
+    python -m benchmarks.build_scale                    # the sweep, a markdown table
+    python -m benchmarks.build_scale --write            # ... also as RESULTS.md's section
+    python -m benchmarks.build_scale norm 1500 direct --solve CLARABEL   # one worker, JSON lines
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import cvxpy as cp
+import numpy as np
+
+RLIMIT_BYTES = 6 * 2**30
+RESULTS = Path(__file__).with_name("RESULTS.md")
+HEADING = "## Large parameter matrices: build time and memory"
+TIMEOUT_S = 600
+# Settings passed to both the layer and CVXPY's own solve: the layer's defaults.
+SETTINGS = {"SCS": {"eps_abs": 1e-5, "eps_rel": 1e-5}, "CLARABEL": {}, "HIGHS": {}}
+# The sweep: (problem, size, solver for the forward/backward or None, gradient).
+SWEEP = (
+    ("norm", 250, None, "default"),
+    ("norm", 500, None, "default"),
+    ("norm", 1000, None, "default"),
+    ("norm", 1500, "CLARABEL", "default"),
+    ("norm", 3000, None, "default"),
+    ("factor", 300, None, "default"),
+    ("factor", 1000, "CLARABEL", "default"),
+    ("lp75", 5643, "HIGHS", "default"),
+    ("lp75", 5643, "HIGHS", "lower"),
+    ("lp75", 5643, "CLARABEL", "default"),
+    ("lp75", 5643, "CLARABEL", "lower"),
+    ("lp75", 5643, "SCS", "default"),
+)
+
+Built = tuple[cp.Problem, list[cp.Parameter], list[cp.Variable], list[np.ndarray]]
+
+
+def norm(n: int, rows: int = 12, seed: int = 0) -> Built:
+    rng = np.random.default_rng(seed)
+    x, A = cp.Variable(n), cp.Parameter((n, n))
+    C, d = cp.Parameter((rows, n)), cp.Parameter(rows)
+    problem = cp.Problem(cp.Minimize(0.5 * cp.pnorm(A @ x, 2)), [C @ x == d])
+    C_value = rng.standard_normal((rows, n))
+    values = [rng.standard_normal((n, n)), C_value, C_value @ rng.standard_normal(n)]
+    return problem, [A, C, d], [x], values
+
+
+def factor(n: int, seed: int = 0) -> Built:
+    rng = np.random.default_rng(seed)
+    x, L, p = cp.Variable(n), cp.Parameter((n, n)), cp.Parameter(n)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(L.T @ x) - p.T @ x))
+    values = [np.eye(n) + 0.3 * rng.standard_normal((n, n)) / np.sqrt(n), rng.standard_normal(n)]
+    return problem, [L, p], [x], values
+
+
+def lp75(n: int, m_ub: int = 313, m_eq: int = 312, seed: int = 0) -> Built:
+    rng = np.random.default_rng(seed)
+    x = cp.Variable(n)
+    A_ub, b_ub = cp.Parameter((m_ub, n)), cp.Parameter(m_ub)
+    A_eq, b_eq = cp.Parameter((m_eq, n)), cp.Parameter(m_eq)
+    c = cp.Parameter(n)
+    constraints = [A_ub @ x <= b_ub, A_eq @ x == b_eq, x >= 0, x <= 1]
+    problem = cp.Problem(cp.Minimize(c @ x), constraints)
+    x0 = rng.uniform(0.2, 0.8, n)
+    G, H = rng.uniform(0.0, 1.0, (m_ub, n)), rng.standard_normal((m_eq, n))
+    values = [G, G @ x0 + rng.uniform(0.1, 1.0, m_ub), H, H @ x0, rng.standard_normal(n)]
+    return problem, [A_ub, b_ub, A_eq, b_eq, c], [x], values
+
+
+PROBLEMS: dict[str, Callable[[int], Built]] = {"norm": norm, "factor": factor, "lp75": lp75}
+
+
+def _peak_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _timed(work: Callable[[], object]) -> tuple[object, float, float]:
+    """``work()``, its CPU time (all threads) and its wall time."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = work()
+    return result, time.process_time() - cpu, time.perf_counter() - wall
+
+
+def measure(name: str, n: int, path: str, solver: str | None, gradient: str) -> dict:
+    """One worker's measurements (see the module docstring); prints the results so far after
+    the build and after the forward (a timed-out worker still reports them)."""
+    import torch
+
+    from cvxlpgd import LPGD, CvxpyLayer, matrix_products
+
+    if path == "cvxpy":
+        matrix_products.MIN_ENTRIES = sys.maxsize
+    problem, parameters, variables, values = PROBLEMS[name](n)
+    result: dict = {"problem": name, "n": n, "path": path, "entries": sum(p.size for p in parameters)}
+    imports = _peak_bytes()
+    build_solver = solver or "SCS"
+    try:
+        layer, result["build_cpu_s"], result["build_wall_s"] = _timed(
+            lambda: CvxpyLayer(
+                problem,
+                parameters,
+                variables,
+                solver=build_solver,
+                solver_args=SETTINGS[build_solver],
+                gradient=LPGD(tau=1.0, side="lower") if gradient == "lower" else "lpgd",
+            )
+        )
+    except MemoryError as error:  # the finding on CVXPY's path: report it, do not crash the sweep
+        result.update(error=f"MemoryError: {str(error)[:120]}", peak_bytes=_peak_bytes())
+        return result
+    result.update(peak_bytes=_peak_bytes(), growth_bytes=_peak_bytes() - imports)
+    if solver is None:
+        return result
+    print(json.dumps(result), flush=True)
+    tensors = [torch.tensor(v, requires_grad=True) for v in values]
+    weight = torch.tensor(np.random.default_rng(1).standard_normal(variables[0].shape))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # inaccurate-solve warnings: the status is reported
+        (x,), result["forward_cpu_s"], result["forward_wall_s"] = _timed(lambda: layer(*tensors))
+        result.update(solver=solver, gradient=gradient, status=layer.last_statuses[0])
+        if name == "lp75":
+            for p, v in zip(parameters, values, strict=True):
+                p.value = v
+            # warm_start=False: CVXPY would otherwise start HiGHS from its previous solution.
+            solve = lambda: problem.solve(solver=solver, warm_start=False, **SETTINGS[solver])  # noqa: E731
+            _, result["cvxpy_first_cpu_s"], result["cvxpy_first_wall_s"] = _timed(solve)
+            _, result["cvxpy_cpu_s"], result["cvxpy_wall_s"] = _timed(solve)
+            result["max_abs_x_difference"] = float(np.abs(x.detach().numpy() - variables[0].value).max())
+        print(json.dumps(result), flush=True)
+        _, result["backward_cpu_s"], result["backward_wall_s"] = _timed(lambda: (x @ weight).backward())
+    return result
+
+
+def run(name: str, n: int, path: str, solver: str | None, gradient: str) -> dict:
+    """``measure`` in a fresh ``python -m benchmarks.build_scale`` worker."""
+    command = [sys.executable, "-m", "benchmarks.build_scale", name, str(n), path, "--gradient", gradient]
+    command += ["--solve", solver] if solver else []
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=TIMEOUT_S, env=os.environ.copy()
+        )
+        stdout, returncode = done.stdout, done.returncode
+    except subprocess.TimeoutExpired as timeout:
+        stdout, returncode = (timeout.stdout or b"").decode(), None
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if lines:
+        result = json.loads(lines[-1])
+        if returncode is None:
+            result["status"] = f"timed out after {TIMEOUT_S} s (backward)"
+        return result
+    if returncode is None:
+        return {"problem": name, "n": n, "path": path, "error": f"timed out after {TIMEOUT_S} s"}
+    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"problem": name, "n": n, "path": path, "error": f"worker exited {done.returncode}: {tail[:160]}"}
+
+
+def _cell(row: dict, key: str, scale: float = 1.0, digits: int = 2) -> str:
+    return f"{row[key] / scale:.{digits}f}" if key in row else ""
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| problem | n | parameter entries | path | build CPU s | build wall s | peak RSS GiB | growth GiB "
+        "| solver | gradient | forward s | backward s | CVXPY solve s | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        gib = float(2**30)
+        cells = [
+            r["problem"],
+            str(r["n"]),
+            f"{r.get('entries', 0):,}",
+            r["path"],
+            _cell(r, "build_cpu_s"),
+            _cell(r, "build_wall_s"),
+            _cell(r, "peak_bytes", gib),
+            _cell(r, "growth_bytes", gib),
+            r.get("solver", ""),
+            r.get("gradient", ""),
+            _cell(r, "forward_cpu_s"),
+            _cell(r, "backward_cpu_s"),
+            _cell(r, "cvxpy_cpu_s"),
+            r.get("status", r.get("error", "")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_section(table: str) -> None:
+    """Replace (or append) this sweep's section of RESULTS.md, keeping the rest of the file
+    (``make bench`` rewrites the file without it: run ``--write`` after it)."""
+    text = RESULTS.read_text()
+    section = (
+        f"{HEADING}\n\n`python -m benchmarks.build_scale --write`: one subprocess per row, address space "
+        "capped at 6 GiB; CPU seconds (all threads); forward and backward (default gradient) at "
+        "batch 1; CVXPY solve: its second `problem.solve` of the same LP with the same solver and "
+        "settings.\n\n" + table + "\n"
+    )
+    start = text.find(HEADING)
+    if start < 0:
+        RESULTS.write_text(text.rstrip("\n") + "\n\n" + section)
+        return
+    end = text.find("\n## ", start + len(HEADING))
+    RESULTS.write_text(text[:start] + section + ("" if end < 0 else text[end:]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("problem", nargs="?", choices=sorted(PROBLEMS), help="worker mode: one measurement")
+    parser.add_argument("n", nargs="?", type=int)
+    parser.add_argument("path", nargs="?", choices=("direct", "cvxpy"), default="direct")
+    parser.add_argument("--solve", help="also time a forward and backward with this solver")
+    parser.add_argument(
+        "--gradient",
+        choices=("default", "lower"),
+        default="default",
+        help='"lower": LPGD(tau=1, side="lower")',
+    )
+    parser.add_argument("--paths", nargs="+", default=["direct", "cvxpy"], help="sweep mode: the paths")
+    parser.add_argument("--write", action="store_true", help="sweep mode: also write RESULTS.md's section")
+    args = parser.parse_args(argv)
+    if args.problem is not None:
+        resource.setrlimit(resource.RLIMIT_AS, (RLIMIT_BYTES, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        print(json.dumps(measure(args.problem, args.n, args.path, args.solve, args.gradient)), flush=True)
+        return
+    rows, built_on_cvxpys_path = [], set()
+    for name, n, solver, gradient in SWEEP:
+        for path in args.paths:
+            # CVXPY's path: the build only, once per problem and size, not at n = 3000.
+            if path == "cvxpy":
+                if n == 3000 or (name, n) in built_on_cvxpys_path:
+                    continue
+                built_on_cvxpys_path.add((name, n))
+            rows.append(run(name, n, path, solver if path == "direct" else None, gradient))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    table = markdown(rows)
+    print(table)
+    if args.write:
+        write_section(table)
+
+
+if __name__ == "__main__":
+    main()
