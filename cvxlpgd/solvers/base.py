@@ -97,6 +97,23 @@ class ConeSolver(Protocol):
     ) -> Solution: ...
 
 
+class SimplexBackend:
+    """What the simplex backends (HiGHS, Gurobi) declare alike: LPs and mixed-integer LPs,
+    canonicalized as for Clarabel (bounds stay rows of A, so the program and its duals are the
+    same for every solver; mixed-integer ones as CVXPY does for HiGHS), a model kept in the
+    workspace so the next program only changes costs and right-hand sides, and vertices exact up
+    to their feasibility tolerances (no eps to tighten); diffcp cannot run them (no implicit
+    gradient)."""
+
+    canon_solver = "CLARABEL"
+    mixed_integer = True
+    cones = frozenset({"zero", "nonneg"})
+    reuses_workspace = True
+    eps = 0.0
+    tightest_eps = 0.0
+    diffcp = None
+
+
 # The tightest tolerance the built-in conic backends ask of their solvers, whatever eps they get.
 TIGHTEST_EPS = 1e-10
 

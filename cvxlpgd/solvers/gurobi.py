@@ -33,7 +33,7 @@ from cvxlpgd.cone import (
     ConeProgram,
     Solution,
 )
-from cvxlpgd.solvers.base import Workspace, check_cones, check_settings, split_common
+from cvxlpgd.solvers.base import SimplexBackend, Workspace, check_cones, check_settings, split_common
 from cvxlpgd.solvers.highs_bounds import BoundRows, ColumnBounds
 
 
@@ -141,19 +141,8 @@ def _thread_env(params: tuple[tuple[str, Any], ...]) -> gp.Env:
     return envs[params]
 
 
-class GurobiSolver:
+class GurobiSolver(SimplexBackend):
     name = "GUROBI"
-    # Continuous problems are canonicalized as for Clarabel (bounds stay rows of A, so the program
-    # and its duals are the same for every solver); mixed-integer ones as CVXPY does for HiGHS.
-    canon_solver = "CLARABEL"
-    mixed_integer = True
-    cones = frozenset({"zero", "nonneg"})
-    # Keeps the model, so that the next program only changes costs and right-hand sides.
-    reuses_workspace = True
-    # A simplex ends on a vertex, exact up to its feasibility tolerances: no eps to tighten.
-    eps = 0.0
-    tightest_eps = 0.0
-    diffcp = None  # diffcp cannot run Gurobi: no implicit gradient
 
     def __init__(self, solver_args: Mapping[str, Any]):
         common, own = split_common("GUROBI", solver_args)
@@ -182,7 +171,7 @@ class GurobiSolver:
         workspace: Workspace | None = None,
         eps: float | None = None,
     ) -> Solution:
-        del eps  # see tightest_eps
+        del eps  # a vertex is exact: see SimplexBackend
         if workspace is not None and "gurobi" in workspace:
             model = workspace["gurobi"]
             model.update(program)

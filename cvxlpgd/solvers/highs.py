@@ -34,7 +34,14 @@ from cvxlpgd.cone import (
     Solution,
 )
 from cvxlpgd.solvers.accuracy import judged
-from cvxlpgd.solvers.base import Workspace, check_cones, check_settings, split_common, types_of
+from cvxlpgd.solvers.base import (
+    SimplexBackend,
+    Workspace,
+    check_cones,
+    check_settings,
+    split_common,
+    types_of,
+)
 from cvxlpgd.solvers.highs_bounds import BoundRows, ColumnBounds
 
 
@@ -107,19 +114,8 @@ def _rejected_option(options: tuple[tuple[str, Any], ...]) -> str | None:
     return None
 
 
-class HighsSolver:
+class HighsSolver(SimplexBackend):
     name = "HIGHS"
-    # Continuous problems are canonicalized as for Clarabel (bounds stay rows of A, so the program
-    # and its duals are the same for every solver); mixed-integer ones as CVXPY does for HiGHS.
-    canon_solver = "CLARABEL"
-    mixed_integer = True
-    cones = frozenset({"zero", "nonneg"})
-    # Keeps the model and its basis: the next program starts from the last vertex.
-    reuses_workspace = True
-    # A simplex ends on a vertex, exact up to its feasibility tolerances: no eps to tighten.
-    eps = 0.0
-    tightest_eps = 0.0
-    diffcp = None  # diffcp cannot run HiGHS: no implicit gradient
 
     def __init__(self, solver_args: Mapping[str, Any]):
         common, own = split_common("HIGHS", solver_args)
@@ -190,7 +186,7 @@ class HighsSolver:
         workspace: Workspace | None = None,
         eps: float | None = None,
     ) -> Solution:
-        del eps  # see tightest_eps
+        del eps  # a vertex is exact: see SimplexBackend
         if workspace is not None and "highs" in workspace:
             model = workspace["highs"]
             model.update(program)
