@@ -329,7 +329,7 @@ def markdown(rows: list[dict], grids: tuple[Grid, ...], command: str) -> str:
             f"{g.problem}: {len(g.seeds)} seed(s), {g.epochs} epochs, {g.test} test samples" for g in grids
         )
         + ". Regret in % (PyEPO's normalized regret, mean over seeds); CPU: process CPU seconds per "
-        "training epoch, all threads.",
+        f"training epoch, all threads. HiGHS on the path LP with {HIGHS_LP_ARGS} (see HIGHS_LP_ARGS).",
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),
         "",
