@@ -16,6 +16,7 @@ the rest.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -135,6 +136,30 @@ def run_chunks(
         return [work(*args) for args in arguments]
     if not in_process(executor):
         return _run_elsewhere(work, arguments, executor)
+    try:
+        return _run_here(work, arguments, executor, stop)
+    finally:
+        _keep_python_interrupts()
+
+
+def _keep_python_interrupts() -> None:
+    """A solver on a worker thread may install a C-level SIGINT handler for its solve, and when
+    two solves overlap one can leave its handler installed (measured with Gurobi: every later
+    Ctrl-C was swallowed). Re-installing Python's own handler from the main thread after each
+    call keeps Ctrl-C a KeyboardInterrupt."""
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.getsignal(signal.SIGINT)
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+
+
+def _run_here(
+    work: Callable[..., T],
+    arguments: Sequence[tuple[Any, ...]],
+    executor: Executor,
+    stop: threading.Event | None,
+) -> list[T]:
+    """The chunks on a thread pool's workers and on this thread (see ``run_chunks``)."""
     chunks = _Chunks(work, arguments)
     helpers = [_submit(executor, chunks.run_next, ()) for _ in range(len(arguments) - 1)]
     try:

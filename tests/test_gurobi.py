@@ -4,8 +4,12 @@ thread safety, and the message without gurobipy."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import cvxpy as cp
@@ -346,3 +350,19 @@ def test_without_gurobipy_the_error_says_what_to_install() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "needs gurobipy, which is not installed: pip install gurobipy" in out
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals")
+def test_ctrl_c_still_raises_after_gurobi_solved_on_worker_threads() -> None:
+    """Gurobi installs a C-level SIGINT handler for each solve; two solves overlapping on the
+    layer's threads could leave one installed, and every later Ctrl-C was swallowed (2 of 3 runs
+    before the layer re-installed Python's handler after each call)."""
+    path = grid_shortest_path(5)
+    layer = CvxpyLayer(path.problem, [path.cost], [path.flow], solver="GUROBI")
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        layer(torch.tensor(rng.uniform(0.1, 1.0, (64, len(path.edges)))))
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(2.0)
