@@ -217,21 +217,16 @@ def markdown(rows: list[dict]) -> str:
 
 
 def write_section(table: str) -> None:
-    """Replace (or append) this sweep's section of RESULTS.md, keeping the rest of the file
-    (``make bench`` rewrites the file without it: run ``--write`` after it)."""
-    text = RESULTS.read_text()
-    section = (
+    """Replace (or append) this sweep's section of RESULTS.md, keeping the rest of the file."""
+    text = (
         f"{HEADING}\n\n`python -m benchmarks.build_scale --write`: one subprocess per row, address space "
         "capped at 6 GiB; CPU seconds (all threads); forward and backward (default gradient) at "
         "batch 1; CVXPY solve: its second `problem.solve` of the same LP with the same solver and "
         "settings.\n\n" + table + "\n"
     )
-    start = text.find(HEADING)
-    if start < 0:
-        RESULTS.write_text(text.rstrip("\n") + "\n\n" + section)
-        return
-    end = text.find("\n## ", start + len(HEADING))
-    RESULTS.write_text(text[:start] + section + ("" if end < 0 else text[end:]))
+    from benchmarks.report import write_section as write  # not in the measured workers' imports
+
+    write(RESULTS, "build_scale", text)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -43,7 +43,7 @@ import cvxpy as cp
 import numpy as np
 import torch
 
-from benchmarks.report import _version, machine_info
+from benchmarks.report import _version, machine_info, write_section
 from cvxlpgd import AdaptiveLPGD, CvxpyLayer
 from cvxlpgd.dfl import PerturbedFenchelYoung, Sense, SPOPlus, regret
 from cvxlpgd.examples import grid_shortest_path
@@ -378,19 +378,6 @@ def markdown(rows: list[dict], grids: tuple[Grid, ...], command: str) -> str:
     return "\n".join(lines)
 
 
-SECTION_START, SECTION_END = "<!-- benchmarks.dfl: start -->", "<!-- benchmarks.dfl: end -->"
-
-
-def write_section(path: Path, text: str) -> None:
-    """Put ``text`` between this benchmark's markers in ``path``, keeping the rest of the file."""
-    old = path.read_text() if path.exists() else ""
-    block = f"{SECTION_START}\n{text}\n{SECTION_END}\n"
-    if SECTION_START in old and SECTION_END in old:
-        head, rest = old.split(SECTION_START, 1)
-        new = head + block + rest.split(SECTION_END, 1)[1].lstrip("\n")
-    else:
-        new = old.rstrip("\n") + "\n\n" + block
-    path.write_text(new)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -425,7 +412,7 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(rows, grids, command.strip()) + f"\nWall time {time.perf_counter() - start:.0f} s.\n"
     print("\n" + text)
     if args.write:
-        write_section(Path(__file__).parent / "RESULTS.md", text)
+        write_section(Path(__file__).parent / "RESULTS.md", "dfl", text)
 
 
 if __name__ == "__main__":

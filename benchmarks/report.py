@@ -7,6 +7,7 @@ import os
 import platform
 from collections.abc import Iterable
 from importlib import metadata
+from pathlib import Path
 
 from benchmarks.suite import LPGD_SIDES, PEER_ARGS, SOLVER_ARGS, Row
 
@@ -350,3 +351,18 @@ def render(
     lines += _targets(ix, scale, titles) + _summary(ix, titles) + _training(dfl or {}, grids or [])
     lines += _scale(scale) + _details(ix, rows, titles)
     return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, name: str, text: str) -> None:
+    """Put ``text`` between the markers of benchmark ``name`` in ``path``, keeping every other
+    benchmark's section: ``make bench`` (name "suite"), benchmarks/dfl.py and
+    benchmarks/build_scale.py each own one section of RESULTS.md."""
+    start, end = f"<!-- benchmarks.{name}: start -->", f"<!-- benchmarks.{name}: end -->"
+    old = path.read_text() if path.exists() else ""
+    block = f"{start}\n{text.strip()}\n{end}\n"
+    if start in old and end in old:
+        head, rest = old.split(start, 1)
+        new = head + block + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        new = (old.rstrip("\n") + "\n\n" if old else "") + block
+    path.write_text(new)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from benchmarks import highs
 from benchmarks.problems import all_problems
-from benchmarks.report import render
+from benchmarks.report import render, write_section
 from benchmarks.scale import run_sweep
 from benchmarks.suite import Row, load_peer, run_problem
 from benchmarks.training import dfl_epoch, grid_sweep
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     if output is None:
         print(text)
         return
-    output.write_text(text)
+    write_section(output, "suite", text)
     output.with_suffix(".json").write_text(
         json.dumps(
             {
