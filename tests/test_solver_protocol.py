@@ -20,7 +20,7 @@ from cvxlpgd import LPGD, OPTIMAL, ConeProgram, CvxpyLayer, Solution
 
 
 class Counting:
-    """Delegates to a built-in backend and counts its solves (the README's example)."""
+    """Delegates to a built-in backend and counts its solves (the example in docs/guide/solvers.md)."""
 
     def __init__(self, base: str = "CLARABEL", settings: dict | None = None):
         self.inner = cvxlpgd.make_solver(base, settings)
