@@ -2,11 +2,12 @@
 
 Problems: PyEPO's 5x5 shortest path (minimize, an LP) and its 2 x 32 0/1 knapsack (maximize, a
 MILP), features and costs from ``pyepo.data.*.genData``, true solutions from PyEPO's own dataset
-(Gurobi). Protocol (issue 20's): a linear model from the features to the costs, Adam (lr 1e-2),
-batch 32, 20 epochs; every method starts from the same initialisation and sees the batches in the
-same order. Reported per method: test regret (PyEPO's normalized regret, decisions solved exactly
-with HiGHS), CPU seconds per training epoch (``time.process_time``: the whole process, the
-layer's thread pool included) and the share of training items whose predicted cost got a zero
+(Gurobi). Protocol (that of benchmarks/DEFAULT_GRADIENT.md): a linear model from the features to
+the costs, Adam (lr 1e-2), batch 32, 20 epochs; every method starts from the same initialisation
+and sees the batches in the same order. Reported per method: test regret (PyEPO's normalized
+regret, decisions solved exactly with HiGHS), CPU seconds per training epoch
+(``time.process_time``: the whole process, the layer's thread pool included) and the share of
+training items whose predicted cost got a zero
 gradient (norm below 1e-6).
 
 Methods (``--methods``; ``train`` also takes any callable ``Dataset -> LossFunction``):
@@ -272,7 +273,7 @@ QUICK = (
     Grid("shortest path", (100,), (4,), (0,), test=200, epochs=5),
     Grid("knapsack", (100,), (4,), (0,), test=200, epochs=5),
 )
-# The knapsack at degree 4 only (issue 20's cell): its MILPs cost 10-100x the path's LPs.
+# The knapsack at degree 4 only (DEFAULT_GRADIENT.md's cell): its MILPs cost 10-100x the path's LPs.
 FULL = (
     Grid("shortest path", (100, 1000), (2, 4, 6), (0, 1), test=1000, epochs=20),
     Grid("knapsack", (100, 1000), (4,), (0, 1), test=1000, epochs=20),
