@@ -61,8 +61,7 @@ class CvxpyLayer:
         executor: Executor | None = None,
         chunks: int | None = None,
     ) -> None:
-        settings = {**(solver_args or {}), **({"verbose": True} if verbose else {})}
-        options = Options(chunks=chunks, on_failure=on_failure).updated(solver, gradient, settings, executor)
+        options = Options.of_layer(solver, verbose, solver_args, gradient, on_failure, executor, chunks)
         self.core = LayerCore(problem, parameters, variables, options, gp=gp, canon_backend=canon_backend)
         self._pending = _Pending()
 

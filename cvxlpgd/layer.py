@@ -90,8 +90,7 @@ class CvxpyLayer(torch.nn.Module):
         chunks: int | None = None,
     ) -> None:
         super().__init__()
-        settings = {**(solver_args or {}), **({"verbose": True} if verbose else {})}
-        options = Options(chunks=chunks, on_failure=on_failure).updated(solver, gradient, settings, executor)
+        options = Options.of_layer(solver, verbose, solver_args, gradient, on_failure, executor, chunks)
         self.core = LayerCore(problem, parameters, variables, options, gp=gp, canon_backend=canon_backend)
 
     def compiled(self, gradient: GradientMethod | str | None = None) -> CompiledProblem:

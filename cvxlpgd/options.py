@@ -44,6 +44,21 @@ class Options:
             raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {self.on_failure!r}.")
         check_executor(self.executor, self.chunks)
 
+    @classmethod
+    def of_layer(
+        cls,
+        solver: object,
+        verbose: bool,
+        solver_args: Mapping[str, Any] | None,
+        gradient: object,
+        on_failure: FailurePolicy,
+        executor: Executor | None,
+        chunks: int | None,
+    ) -> Options:
+        """A layer's options from its constructor's arguments (both front ends take the same)."""
+        settings = {**(solver_args or {}), **({"verbose": True} if verbose else {})}
+        return cls(chunks=chunks, on_failure=on_failure).updated(solver, gradient, settings, executor)
+
     def updated(
         self,
         solver: object = None,
