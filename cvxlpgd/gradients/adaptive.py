@@ -100,13 +100,14 @@ class AdaptiveLPGD(ReSolvingMethod):
     ) -> ChunkGradient:
         needed = program.parametrized
         structure = program.structure
-        exact = not is_lp(structure) and kkt.supports(structure.dims, solver.canon_solver)
+        lp = is_lp(structure)
+        exact = not lp and kkt.supports(structure.dims, solver.canon_solver)
         equalities = equality_projectors(program)
 
         def item_gradient(resolver: ItemReSolver, dx_i, dy_i, record: ItemRecord) -> DataGradient | None:
             if not (np.any(dx_i) or (dy_i is not None and np.any(dy_i))):
                 return DataGradient.zeros(structure)
-            if is_lp(structure):
+            if lp:
                 return self._lp_gradient(resolver, dx_i, dy_i, needed, record, equalities(resolver.base))
             grad = kkt.exact_gradient(structure, resolver.base, resolver.star, dx_i, dy_i) if exact else None
             if grad is None:
