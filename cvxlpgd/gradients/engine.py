@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from cvxlpgd.cone import INFEASIBLE, ConeProgram, Solution
 from cvxlpgd.errors import warn_user
@@ -44,6 +45,7 @@ class ChunkReSolves:
     program: ProgramBatch
     forward_workspace: Workspace | None
     proximal_workspaces: dict[float, Workspace] = field(default_factory=dict)
+    shared_P_rho: dict[float, sp.csc_array | None] = field(default_factory=dict)
 
     @classmethod
     def of(cls, solver: ConeSolver, program: ProgramBatch, solved: SolvedChunk) -> ChunkReSolves:
@@ -56,6 +58,15 @@ class ChunkReSolves:
             return self.forward_workspace
         return self.proximal_workspaces.setdefault(rho, {})
 
+    def P_rho(self, base: ConeProgram, rho: float) -> sp.csc_array | None:
+        """``P + rho I`` of an item's perturbed programs, built once for a chunk whose items
+        share ``P``."""
+        if not self.program.shared_matrices:
+            return proximal_P(base.P, base.c.size, rho)
+        if rho not in self.shared_P_rho:
+            self.shared_P_rho[rho] = proximal_P(base.P, base.c.size, rho)
+        return self.shared_P_rho[rho]
+
     def item(self, i: int, star: Solution) -> ItemReSolver:
         return ItemReSolver(self, self.program.item(i), star)
 
@@ -67,11 +78,11 @@ class ItemReSolver:
     chunk: ChunkReSolves
     base: ConeProgram
     star: Solution
-    _P_rho: dict[float, object] = field(default_factory=dict)
+    _P_rho: dict[float, sp.csc_array | None] = field(default_factory=dict)
 
     def perturbed(self, sign: int, step: Step, dx: np.ndarray, dy: np.ndarray | None, eps: float) -> Solution:
         if step.rho not in self._P_rho:
-            self._P_rho[step.rho] = proximal_P(self.base.P, self.base.c.size, step.rho)
+            self._P_rho[step.rho] = self.chunk.P_rho(self.base, step.rho)
         program = perturbed_program(self.base, self._P_rho[step.rho], self.star, dx, dy, sign, step)
         workspace = self.chunk.workspace(step.rho)
         return self.chunk.solver.solve(program, warm_start=self.star, workspace=workspace, eps=eps)
