@@ -165,3 +165,52 @@ def smooth_cases() -> list[SmoothCase]:
         socp_ball(),
         entropy_exp(),
     ]
+
+
+def rhs_lp(
+    seed: int,
+) -> tuple[cp.Problem, list[cp.Parameter], cp.Variable, list[cp.Constraint], list[np.ndarray]]:
+    """min c'x s.t. Gx <= h, x >= -1, x <= 2, sum(x) == 1: inequalities, attribute-free bound
+    rows (which the simplex backends take as column bounds) and an equality; c and h are
+    parameters. Returns the problem, [c, h], x, the four constraints and values for [c, h]."""
+    rng = np.random.default_rng(seed)
+    n, m = 8, 5
+    G = rng.uniform(0.0, 1.0, (m, n))
+    x = cp.Variable(n, name="x")
+    c, h = cp.Parameter(n, name="c"), cp.Parameter(m, name="h")
+    constraints = [G @ x <= h, x >= -1, x <= 2, cp.sum(x) == 1]
+    problem = cp.Problem(cp.Minimize(c @ x), constraints)
+    values = [-rng.uniform(0.5, 1.5, n), G.sum(axis=1) * 0.3 + rng.uniform(0.0, 0.2, m)]
+    return problem, [c, h], x, constraints, values
+
+
+def own_basis_re_solves(solver) -> tuple[list[bool], list[int], list[int]]:
+    """LPGD lower-side re-solves of four 12 x 12 grid shortest-path items (costs moved by 0.3 |c|
+    in a random direction) on a simplex backend ``solver``, each from its item's forward solution
+    in a shared workspace and, for comparison, cold: whether each moved the vertex, and the
+    pivots of the warm and of the cold re-solve. Both must reach the same vertex (asserted)."""
+    from cvxlpgd import LPGD
+    from cvxlpgd.compile import compile_problem
+    from cvxlpgd.examples import grid_shortest_path, shortest_path_data
+    from cvxlpgd.gradients.lagrangian import perturbed_program
+    from cvxlpgd.program import ConicForm
+
+    path = grid_shortest_path(12)
+    compiled = compile_problem(path.problem, [path.cost], [path.flow], ConicForm("CLARABEL", quad_obj=True))
+    batch = compiled.maps.apply(shortest_path_data(4, path.cost.size, seed=3)[1])
+    rng = np.random.default_rng(0)
+    workspace: dict = {}
+    moved, warm, cold = [], [], []
+    for i in range(batch.batch_size):
+        item = batch.item(i)
+        star = solver.solve(item, workspace=workspace)
+        dx = rng.standard_normal(item.c.size)
+        dx *= 0.3 * np.linalg.norm(item.c) / np.linalg.norm(dx)
+        perturbed = perturbed_program(item, None, star, dx, None, 1, LPGD(tau=1.0, side="lower").step)
+        from_basis = solver.solve(perturbed, warm_start=star, workspace=workspace)
+        alone = solver.solve(perturbed)
+        np.testing.assert_allclose(from_basis.x, alone.x, atol=1e-9)
+        moved.append(not np.allclose(from_basis.x, star.x))
+        warm.append(from_basis.iterations)
+        cold.append(alone.iterations)
+    return moved, warm, cold
