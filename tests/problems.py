@@ -214,3 +214,12 @@ def own_basis_re_solves(solver) -> tuple[list[bool], list[int], list[int]]:
         warm.append(from_basis.iterations)
         cold.append(alone.iterations)
     return moved, warm, cold
+
+
+def cvxpy_solution(problem: cp.Problem, params, values, solver: str, outputs) -> list[np.ndarray]:
+    """``outputs``' values (variables or dual variables) after CVXPY's own solve with ``solver``
+    at the parameter ``values``: the reference a layer's outputs are compared with."""
+    for p, v in zip(params, values, strict=True):
+        p.value = v
+    problem.solve(solver=solver)
+    return [np.asarray(o.value) for o in outputs]

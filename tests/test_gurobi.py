@@ -16,7 +16,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 import torch
-from problems import own_basis_re_solves, random_lp, rhs_lp
+from problems import cvxpy_solution, own_basis_re_solves, random_lp, rhs_lp
 
 from cvxlpgd import LPGD, CvxpyLayer
 from cvxlpgd.compile import compile_problem
@@ -57,13 +57,6 @@ def _mixed_milp():
     return cp.Problem(objective, constraints), [value, bonus], [count, pick, slack, level], values
 
 
-def _cvxpy(problem, params, values, solver, outputs):
-    for p, v in zip(params, values, strict=True):
-        p.value = v
-    problem.solve(solver=solver)
-    return [np.asarray(o.value) for o in outputs]
-
-
 @pytest.mark.timeout(60)
 def test_lp_outputs_equal_highs_and_duals_equal_clarabel() -> None:
     """x equals HiGHS's vertex and the duals (bound rows included) satisfy the KKT conditions on a
@@ -91,14 +84,14 @@ def test_lp_outputs_equal_highs_and_duals_equal_clarabel() -> None:
         t.numpy()
         for t in CvxpyLayer(problem, params, [x, *duals], solver="GUROBI")(*map(torch.tensor, values))
     ]
-    for g, e in zip(unique, _cvxpy(problem, params, values, cp.CLARABEL, [x, *duals]), strict=True):
+    for g, e in zip(unique, cvxpy_solution(problem, params, values, cp.CLARABEL, [x, *duals]), strict=True):
         np.testing.assert_allclose(g, e, atol=1e-6)
 
     problem, c, x, con, c_value = random_lp(50, 20, seed=3)  # dense: unique duals
     costs = c_value * rng.uniform(0.5, 1.5, (6, c_value.size))
     xs, ys = CvxpyLayer(problem, [c], [x, con.dual_variables[0]], solver="GUROBI")(torch.tensor(costs))
     for i, cost in enumerate(costs):
-        x_ref, y_ref = _cvxpy(problem, [c], [cost], cp.CLARABEL, [x, con.dual_variables[0]])
+        x_ref, y_ref = cvxpy_solution(problem, [c], [cost], cp.CLARABEL, [x, con.dual_variables[0]])
         np.testing.assert_allclose(xs[i].numpy(), x_ref, atol=1e-6)
         np.testing.assert_allclose(ys[i].numpy(), y_ref, atol=1e-6)
 
@@ -108,7 +101,7 @@ def test_milps_equal_cvxpy_highs() -> None:
     problem, params, variables, values = _mixed_milp()
     layer = CvxpyLayer(problem, params, variables, solver="GUROBI")
     got = [t.numpy() for t in layer(*map(torch.tensor, values))]
-    for g, e in zip(got, _cvxpy(problem, params, values, cp.HIGHS, variables), strict=True):
+    for g, e in zip(got, cvxpy_solution(problem, params, values, cp.HIGHS, variables), strict=True):
         np.testing.assert_allclose(g, e, atol=1e-7)
     assert got[3] == pytest.approx(2.5)  # the column bound CVXPY moved out of A is honoured
 
@@ -118,7 +111,7 @@ def test_milps_equal_cvxpy_highs() -> None:
     picks = layer(torch.tensor(values))[0].numpy()
     assert layer.last_statuses == ["optimal"] * 8
     for i, v in enumerate(values):
-        (expected,) = _cvxpy(problem, [value], [v], cp.HIGHS, [pick])
+        (expected,) = cvxpy_solution(problem, [value], [v], cp.HIGHS, [pick])
         np.testing.assert_allclose(picks[i], expected, atol=1e-9)
         assert 3 <= picks[i].sum() <= 6  # a real selection (capacity 20, weights 3..8)
 

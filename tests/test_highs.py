@@ -11,7 +11,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 import torch
-from problems import own_basis_re_solves, random_lp, rhs_lp
+from problems import cvxpy_solution, own_basis_re_solves, random_lp, rhs_lp
 
 from cvxlpgd import LPGD, CvxpyLayer
 from cvxlpgd.compile import compile_problem
@@ -21,13 +21,6 @@ from cvxlpgd.program import ConicForm
 from cvxlpgd.solvers.highs import HighsSolver
 
 T = TypeVar("T")
-
-
-def _cvxpy_solution(problem, params, values, solver, outputs):
-    for p, v in zip(params, values, strict=True):
-        p.value = v
-    problem.solve(solver=solver)
-    return [np.asarray(o.value) for o in outputs]
 
 
 @pytest.mark.timeout(120)
@@ -40,7 +33,7 @@ def test_lp_layer_equals_cvxpy_highs_and_clarabel() -> None:
     got = [t.numpy() for t in layer(*[torch.tensor(v) for v in values])]
     assert layer.last_statuses == ["optimal"]
     for solver in (cp.HIGHS, cp.CLARABEL):
-        expected = _cvxpy_solution(
+        expected = cvxpy_solution(
             problem, params, values, solver, [x, *[con.dual_variables[0] for con in cons]]
         )
         for g, e in zip(got, expected, strict=True):
@@ -62,7 +55,7 @@ def test_tied_bound_rows_share_their_column_dual_as_clarabel_does() -> None:
     got = [t.numpy() for t in layer(torch.tensor(value))]
     np.testing.assert_allclose(got[1], [0.0, 0.0, 0.5], atol=1e-12)  # y_1 + 2 y_2 = 1, y_1 = 2 y_2
     np.testing.assert_allclose(got[2], [0.0, 0.0, 0.25], atol=1e-12)
-    expected = _cvxpy_solution(problem, [c], [value], cp.CLARABEL, [x, *duals])
+    expected = cvxpy_solution(problem, [c], [value], cp.CLARABEL, [x, *duals])
     for i, (g, e) in enumerate(zip(got, expected, strict=True)):
         # An interior point reaches the split of tied rows only in the limit (off by 1.5e-4 here).
         np.testing.assert_allclose(g, e, atol=1e-3 if i in (1, 2) else 1e-6)
@@ -76,7 +69,7 @@ def test_dense_lp_and_shortest_path_batches_equal_cvxpy() -> None:
     layer = CvxpyLayer(problem, [c], [x, con.dual_variables[0]], solver="HIGHS")
     xs, ys = layer(torch.tensor(costs))
     for i, cost in enumerate(costs):
-        x_ref, y_ref = _cvxpy_solution(problem, [c], [cost], cp.CLARABEL, [x, con.dual_variables[0]])
+        x_ref, y_ref = cvxpy_solution(problem, [c], [cost], cp.CLARABEL, [x, con.dual_variables[0]])
         np.testing.assert_allclose(xs[i].numpy(), x_ref, atol=1e-6)
         np.testing.assert_allclose(ys[i].numpy(), y_ref, atol=1e-6)
 
@@ -84,7 +77,7 @@ def test_dense_lp_and_shortest_path_batches_equal_cvxpy() -> None:
     _, costs = shortest_path_data(6, path.cost.size, seed=2)
     (flows,) = CvxpyLayer(path.problem, [path.cost], [path.flow], solver="HIGHS")(torch.tensor(costs))
     for i, cost in enumerate(costs):
-        (ref,) = _cvxpy_solution(path.problem, [path.cost], [cost], cp.HIGHS, [path.flow])
+        (ref,) = cvxpy_solution(path.problem, [path.cost], [cost], cp.HIGHS, [path.flow])
         np.testing.assert_allclose(flows[i].numpy(), ref, atol=1e-9)
 
 
@@ -156,7 +149,7 @@ def test_milp_layer_equals_cvxpy_highs() -> None:
     problem, params, variables, values = _knapsack()
     layer = CvxpyLayer(problem, params, variables, solver="HIGHS", gradient=LPGD(tau=1.0, side="lower"))
     got = [t.numpy() for t in layer(*[torch.tensor(v) for v in values])]
-    expected = _cvxpy_solution(problem, params, values, cp.HIGHS, variables)
+    expected = cvxpy_solution(problem, params, values, cp.HIGHS, variables)
     for g, e in zip(got, expected, strict=True):
         np.testing.assert_allclose(g, e, atol=1e-7)
     assert np.allclose(got[0], np.round(got[0])) and got[0].max() > 0.5  # integral, not all zero
@@ -249,7 +242,7 @@ def test_lpgd_on_milp_equals_formula_from_direct_solves(side: str) -> None:
     # The objective has -value @ count: the cost of `count` is -value, so dx on it enters with -1.
     def solve(sign: int) -> tuple[np.ndarray, np.ndarray]:
         shifted = [values[0] - sign * tau * w_count, values[1] - sign * tau * w_pick]
-        return tuple(_cvxpy_solution(problem, params, shifted, cp.HIGHS, variables[:2]))
+        return tuple(cvxpy_solution(problem, params, shifted, cp.HIGHS, variables[:2]))
 
     star, plus, minus = solve(0), solve(1), solve(-1)
     low, high = {"lower": (star, plus), "upper": (minus, star), "central": (minus, plus)}[side]
