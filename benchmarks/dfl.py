@@ -17,6 +17,7 @@ Methods (``--methods``; ``train`` also takes any callable ``Dataset -> LossFunct
   pfyl-highs, pfyl-clarabel    cvxlpgd.dfl.PerturbedFenchelYoung (3 samples, sigma 1)
   pyepo-spo+, pyepo-pfyl       PyEPO's SPO+ and perturbed Fenchel-Young on Gurobi (one process)
   two-stage                    mean squared error of the predicted costs (no solver in training)
+  lpgd-gurobi, spo+-gurobi, ...  the same on cvxlpgd's Gurobi backend (run when gurobipy is installed)
 Clarabel solves no MILP, so the ``-clarabel`` methods skip the knapsack.
 
   python -m benchmarks.dfl --quick              # one small cell per problem, printed
@@ -48,6 +49,7 @@ from benchmarks.report import _version, machine_info, write_section
 from cvxlpgd import AdaptiveLPGD, CvxpyLayer
 from cvxlpgd.dfl import PerturbedFenchelYoung, Sense, SPOPlus, regret
 from cvxlpgd.examples import grid_shortest_path
+from cvxlpgd.solvers.optional import optional_solvers
 
 KNAPSACK_ITEMS, KNAPSACK_DIM, KNAPSACK_CAPACITY = 32, 2, 20.0
 FEATURES, NOISE = 5, 0.5
@@ -184,7 +186,7 @@ METHODS: dict[str, Callable[[Dataset], LossFunction]] = {
     **{
         f"{loss}-{solver.lower()}": CvxlpgdMethod(loss, solver)
         for loss in ("lpgd", "spo+", "pfyl")
-        for solver in ("HIGHS", "CLARABEL")
+        for solver in ("HIGHS", "CLARABEL", "GUROBI")
     },
     # The finite step's alternatives measured in benchmarks/DEFAULT_GRADIENT.md (large, large_upper).
     **{
@@ -206,6 +208,12 @@ def applies(method: Callable[[Dataset], LossFunction], data: Dataset) -> bool:
     return not (
         isinstance(method, CvxlpgdMethod) and method.solver == "CLARABEL" and data.problem == "knapsack"
     )
+
+
+def available(name: str) -> bool:
+    """The ``-gurobi`` methods need gurobipy (an optional dependency, as PyEPO's own)."""
+    method = METHODS[name]
+    return not (isinstance(method, CvxlpgdMethod) and method.solver == "GUROBI") or bool(optional_solvers())
 
 
 # ---------------------------------------------------------------- training
@@ -354,8 +362,11 @@ def markdown(rows: list[dict], grids: tuple[Grid, ...], command: str) -> str:
                 vals = ["–" if col is None else f"{col[key] * scale:.{digits}f}" for col in cols]
                 lines.append(f"| {m} | " + " | ".join(vals) + " |")
             lines.append("")
-        pairs = [(f"spo+-{s}", "pyepo-spo+") for s in ("highs", "clarabel")]
-        pairs += [(f"pfyl-{s}", "pyepo-pfyl") for s in ("highs", "clarabel")]
+        solvers = ("highs", "clarabel", "gurobi")
+        # The default gradient against PyEPO's SPO+ first (the epoch targets: path <= 2x, knapsack <= 5x).
+        pairs = [(f"lpgd-{s}", "pyepo-spo+") for s in solvers]
+        pairs += [(f"spo+-{s}", "pyepo-spo+") for s in solvers]
+        pairs += [(f"pfyl-{s}", "pyepo-pfyl") for s in solvers]
         pairs = [(a, b) for a, b in pairs if a in methods and b in methods]
         if pairs:
             lines += [
@@ -408,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     torch.set_num_threads(1)
     start = time.perf_counter()
-    rows = run(grids, args.methods)
+    rows = run(grids, [m for m in args.methods if available(m)])
     command = "python -m benchmarks.dfl " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(rows, grids, command.strip()) + f"\nWall time {time.perf_counter() - start:.0f} s.\n"
     print("\n" + text)
