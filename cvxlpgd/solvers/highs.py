@@ -15,8 +15,8 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import highspy
@@ -43,6 +43,7 @@ from cvxlpgd.solvers.base import (
     types_of,
 )
 from cvxlpgd.solvers.highs_bounds import BoundRows, ColumnBounds
+from cvxlpgd.solvers.highs_vertex import LpBounds, LpValues, vertex
 
 
 def _construct_once_quietly() -> None:
@@ -116,6 +117,7 @@ def _rejected_option(options: tuple[tuple[str, Any], ...]) -> str | None:
 
 class HighsSolver(SimplexBackend):
     name = "HIGHS"
+    solves_many = True
 
     def __init__(self, solver_args: Mapping[str, Any]):
         common, own = split_common("HIGHS", solver_args)
@@ -136,18 +138,22 @@ class HighsSolver(SimplexBackend):
         if rejected is not None:
             raise ValueError(f"HIGHS rejected the setting {rejected} (out of range or not an allowed value).")
 
-    def _build(self, program: ConeProgram) -> _Model:
-        check_cones(self.name, self.cones, program.dims)
+    def _new_highs(self, lp: bool) -> highspy.Highs:
         highs = highspy.Highs()
         for key, value in self._options:
             highs.setOptionValue(key, value)
-        n = program.c.size
-        integrality = program.integrality
-        if integrality is None and "presolve" not in self.settings:
+        if lp and "presolve" not in self.settings:
             # Every LP solve starts cold or from a basis, where presolve cost more than it saved:
             # 2.0x on the 5 x 5 and 12 x 12 grid paths, 2.2x on the dense LP, 1.3x on sparse LPs
             # of 2,000 and 20,000 variables. A branch and bound keeps it.
             highs.setOptionValue("presolve", "off")
+        return highs
+
+    def _build(self, program: ConeProgram) -> _Model:
+        check_cones(self.name, self.cones, program.dims)
+        n = program.c.size
+        integrality = program.integrality
+        highs = self._new_highs(lp=integrality is None)
         bounds = BoundRows.of(program)
         if integrality is None:
             model = _Model(highs, bounds, np.full(n, -np.inf), np.full(n, np.inf))
@@ -206,26 +212,107 @@ class HighsSolver(SimplexBackend):
             highs.clearSolver()
             if mixed_integer and warm_start is not None and warm_start.usable:
                 highs.setSolution(n, _indices(n), warm_start.x)
-        self._set_strategy(highs, start, program)
+        self._set_strategy(highs, start is not None, start is not None and np.array_equal(start.b, program.b))
         self._run(highs)
         if start is not None and highs.getModelStatus() != _Status.kOptimal:
             # A warm start must not turn a solvable item into a failure: HiGHS can stop with
             # "Unknown" from a basis (2 of 18,000 neighbour starts on random LPs); run it cold.
             iterations = _iteration_count(highs)
             highs.clearSolver()
-            self._set_strategy(highs, None, program)
+            self._set_strategy(highs, warm=False, same_b=False)
             self._run(highs)
             return model.solution(program, self._tolerance, earlier_iterations=iterations)
         return model.solution(program, self._tolerance)
 
-    def _set_strategy(self, highs: highspy.Highs, start: _Start | None, program: ConeProgram) -> None:
-        """From a basis, the simplex that keeps it feasible; cold, HiGHS's default (or the user's)."""
+    def solve_many(
+        self,
+        programs: Sequence[ConeProgram],
+        warm_starts: Sequence[Solution | None],
+        workspace: Workspace | None = None,
+        eps: Sequence[float | None] | None = None,
+    ) -> list[Solution]:
+        """Programs of one structure: small LPs in groups of up to ``stack_size`` items, each
+        group as one block-diagonal HiGHS model (HiGHS's fixed cost per run is most of a small
+        LP's solve), every item's values recomputed from its own block of the final basis (see
+        the module docstring for what that guarantees); other programs one by one."""
+        del eps  # a vertex is exact: see SimplexBackend
+        size = stack_size(programs[0]) if programs else 0
+        if size == 0:
+            return [
+                self.solve(p, warm_start=w, workspace=workspace)
+                for p, w in zip(programs, warm_starts, strict=True)
+            ]
+        workspace = {} if workspace is None else workspace
+        if "highs_block" not in workspace:
+            check_cones(self.name, self.cones, programs[0].dims)
+            workspace["highs_block"] = _Block.of(programs[0])
+        block: _Block = workspace["highs_block"]
+        solutions: list[Solution] = []
+        for first in range(0, len(programs), size):
+            group, starts = programs[first : first + size], warm_starts[first : first + size]
+            stacked = self._solve_stacked(block, group, starts, workspace) if len(group) > 1 else None
+            if stacked is None:  # a group of one, or a failed run: each item alone
+                stacked = [
+                    self._own_vertex(block, p, self.solve(p, w, workspace), workspace)
+                    for p, w in zip(group, starts, strict=True)
+                ]
+            solutions += stacked
+        return solutions
+
+    def _solve_stacked(
+        self,
+        block: _Block,
+        programs: Sequence[ConeProgram],
+        warm_starts: Sequence[Solution | None],
+        workspace: Workspace,
+    ) -> list[Solution] | None:
+        """One HiGHS run for ``programs`` stacked; None unless every block ends optimal (the
+        run's status is the whole model's, so a failed block is found by solving alone)."""
+        stacks = workspace.setdefault("highs_stacks", {})
+        if len(programs) not in stacks:
+            stacks[len(programs)] = _Stack.of(self._new_highs(lp=True), block, programs)
+        stack: _Stack = stacks[len(programs)]
+        stack.update(programs)
+        starts = [w.basis if w is not None and isinstance(w.basis, _Start) else None for w in warm_starts]
+        warm = all(start is not None for start in starts)
+        if warm:
+            stack.highs.setBasis(_joined([start.basis.highs for start in starts]))
+        else:
+            stack.highs.clearSolver()
+        same_b = warm and all(np.array_equal(st.b, p.b) for st, p in zip(starts, programs, strict=True))
+        self._set_strategy(stack.highs, warm, same_b)
+        self._run(stack.highs)
+        if stack.highs.getModelStatus() != _Status.kOptimal:
+            return None
+        solutions = stack.solutions(programs, self._tolerance)
+        return None if any(z is None for z in solutions) else solutions
+
+    def _own_vertex(
+        self, block: _Block, program: ConeProgram, solution: Solution, workspace: Workspace
+    ) -> Solution:
+        """An item solved alone, its values recomputed from its basis as a stacked block's are,
+        so that it is the same whether its group failed or not, and whatever the group size."""
+        if not isinstance(solution.basis, _Start):
+            return solution
+        model: _Model = workspace["highs"]
+        basis = solution.basis.basis.highs
+        values = block.vertex(program, model.columns, _codes(basis.col_status), _codes(basis.row_status))
+        if values is None:
+            return solution
+        outcome = _Outcome(solution.status, solution.solver_status, solution.iterations)
+        return _conic_solution(
+            program, block.bounds, model.columns, outcome, values, solution.basis, self._tolerance
+        )
+
+    def _set_strategy(self, highs: highspy.Highs, warm: bool, same_b: bool) -> None:
+        """From a basis, the simplex that keeps it feasible (primal when it was optimal for the
+        same ``b``); cold, HiGHS's default (or the user's)."""
         if "simplex_strategy" in self.settings:
             return
-        if start is None:
+        if not warm:
             highs.setOptionValue("simplex_strategy", DEFAULTS["simplex_strategy"])
         else:
-            highs.setOptionValue("simplex_strategy", _PRIMAL if np.array_equal(start.b, program.b) else _DUAL)
+            highs.setOptionValue("simplex_strategy", _PRIMAL if same_b else _DUAL)
 
     def _run(self, highs: highspy.Highs) -> None:
         """HiGHS keeps one task scheduler per thread, sized by the first run on that thread, and a
@@ -309,11 +396,7 @@ class _Model:
         self.columns = self.bounds.column_bounds(b, self.lower, self.upper)
 
     def row_bounds(self, program: ConeProgram) -> tuple[np.ndarray, np.ndarray]:
-        """Zero-cone rows are equalities ``A_i x = b_i``, nonnegative-cone rows ``A_i x <= b_i``."""
-        kept = self.bounds.kept
-        upper = program.b[kept]
-        lower = np.where(kept < program.dims.zero, upper, -np.inf)
-        return lower, upper
+        return _row_bounds(self.bounds, program)
 
     def update(self, program: ConeProgram) -> None:
         """Change what differs from the program HiGHS holds (an LPGD re-solve of a cost
@@ -328,11 +411,9 @@ class _Model:
             self.highs.changeColsBounds(n, _indices(n), self.columns.lower, self.columns.upper)
 
     def solution(self, program: ConeProgram, tolerance: float, earlier_iterations: int = 0) -> Solution:
-        """The solution HiGHS holds for ``program``, the one it was just given: read once, as
-        float arrays (a typed conversion of HiGHS's lists costs half an untyped one). An LP
-        iterate at a limit is judged by its residuals against ``tolerance``.
+        """The solution HiGHS holds for ``program``, the one it was just given.
         ``earlier_iterations``: those of a run that was discarded, counted in."""
-        highs, bounds, b = self.highs, self.bounds, program.b
+        highs = self.highs
         raw = highs.getModelStatus()
         mixed_integer = program.integrality is not None
         if raw in _LIMITS:
@@ -340,36 +421,214 @@ class _Model:
             status = OPTIMAL_INACCURATE if mixed_integer and has_point else ITERATION_LIMIT
         else:
             status = _STATUS.get(raw, SOLVER_ERROR)
-        m, basis = b.size, None
-        cut_off = status == ITERATION_LIMIT and not mixed_integer  # an LP iterate, judged below
-        if status in (OPTIMAL, OPTIMAL_INACCURATE) or cut_off:
-            result = highs.getSolution()
-            x = _floats(result.col_value)
-            s = np.empty(m)
-            s[bounds.kept] = b[bounds.kept] - _floats(result.row_value)
-            s[bounds.rows] = bounds.slack(b, x)
-            if mixed_integer:  # constraint duals are not defined: zeros (no gradient uses them)
-                y = np.zeros(m)
-            else:
-                # HiGHS: c + Px - A'r - d = 0;  cvxlpgd: c + Px + A'y = 0 with y >= 0 on A_i x <= b_i.
-                y = np.empty(m)
-                y[bounds.kept] = -_floats(result.row_dual)
-                y[bounds.rows] = bounds.duals(self.columns, _floats(result.col_dual))
-            status = judged(program, status, x, y, s, tolerance)
-            if status == OPTIMAL and not mixed_integer:
+        values = basis = None
+        if status in (OPTIMAL, OPTIMAL_INACCURATE, ITERATION_LIMIT):
+            values = _read_values(highs)
+            if not mixed_integer:
                 basis = _Start(Basis(highs.getBasis()), self.b)
-        if status not in (OPTIMAL, OPTIMAL_INACCURATE):
-            x, y, s = np.full(program.c.size, np.nan), np.full(m, np.nan), np.full(m, np.nan)
-        iterations = earlier_iterations + _iteration_count(highs)
-        return Solution(
-            x=x,
-            y=y,
-            s=s,
-            status=status,
-            solver_status=highs.modelStatusToString(raw),
-            iterations=iterations,
-            basis=basis,
+        return _conic_solution(
+            program,
+            self.bounds,
+            self.columns,
+            _Outcome(status, highs.modelStatusToString(raw), earlier_iterations + _iteration_count(highs)),
+            values,
+            basis,
+            tolerance,
         )
+
+
+def _row_bounds(bounds: BoundRows, program: ConeProgram) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-cone rows are equalities ``A_i x = b_i``, nonnegative-cone rows ``A_i x <= b_i``."""
+    kept = bounds.kept
+    upper = program.b[kept]
+    lower = np.where(kept < program.dims.zero, upper, -np.inf)
+    return lower, upper
+
+
+def _read_values(highs: highspy.Highs) -> LpValues:
+    """HiGHS's solution, read once, as float arrays (a typed conversion of HiGHS's lists costs
+    half an untyped one)."""
+    result = highs.getSolution()
+    columns, rows = (_floats(result.col_value), _floats(result.col_dual)), (_floats(result.row_value),)
+    return LpValues(columns[0], rows[0], columns[1], _floats(result.row_dual))
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How a run ended for one program: its status, HiGHS's words for it, its iterations."""
+
+    status: str
+    solver_status: str
+    iterations: int
+
+
+def _conic_solution(
+    program: ConeProgram,
+    bounds: BoundRows,
+    columns: ColumnBounds,
+    outcome: _Outcome,
+    values: LpValues | None,
+    basis: _Start | None,
+    tolerance: float,
+) -> Solution:
+    """``program``'s solution from HiGHS-form values: an LP iterate at a limit is judged by its
+    residuals against ``tolerance``; the basis is kept for an LP's optimal vertex only."""
+    status, m, b = outcome.status, program.b.size, program.b
+    mixed_integer = program.integrality is not None
+    cut_off = status == ITERATION_LIMIT and not mixed_integer  # an LP iterate, judged below
+    if values is not None and (status in (OPTIMAL, OPTIMAL_INACCURATE) or cut_off):
+        x = values.col_value
+        s = np.empty(m)
+        s[bounds.kept] = b[bounds.kept] - values.row_value
+        s[bounds.rows] = bounds.slack(b, x)
+        if mixed_integer:  # constraint duals are not defined: zeros (no gradient uses them)
+            y = np.zeros(m)
+        else:
+            # HiGHS: c + Px - A'r - d = 0;  cvxlpgd: c + Px + A'y = 0 with y >= 0 on A_i x <= b_i.
+            y = np.empty(m)
+            y[bounds.kept] = -values.row_dual
+            y[bounds.rows] = bounds.duals(columns, values.col_dual)
+        status = judged(program, status, x, y, s, tolerance)
+    if status not in (OPTIMAL, OPTIMAL_INACCURATE):
+        x, y, s = np.full(program.c.size, np.nan), np.full(m, np.nan), np.full(m, np.nan)
+    return Solution(
+        x=x,
+        y=y,
+        s=s,
+        status=status,
+        solver_status=outcome.solver_status,
+        iterations=outcome.iterations,
+        basis=basis if status == OPTIMAL and not mixed_integer else None,
+    )
+
+
+# Stacked solves (HighsSolver.solve_many), measured in benchmarks/stacked.py.
+STACK_ITEM_LIMIT = 200  # an LP of more rows plus columns (those of A) is solved alone
+STACK_ROW_LIMIT = 2_000  # a group holds at most this many rows plus columns
+STACK_MAX_ITEMS = 32
+
+
+def stack_size(program: ConeProgram) -> int:
+    """How many items of ``program``'s structure one stacked HiGHS run takes (0: solve each
+    alone): LPs whose size is below ``STACK_ITEM_LIMIT``, as many as fit ``STACK_ROW_LIMIT``."""
+    if program.P is not None or program.integrality is not None:
+        return 0  # a branch and bound of stacked MILPs couples the searches; QPs are not measured
+    size = sum(program.A.shape)
+    if size > STACK_ITEM_LIMIT:
+        return 0
+    return max(1, min(STACK_MAX_ITEMS, STACK_ROW_LIMIT // max(size, 1)))
+
+
+def _codes(statuses: list[highspy.HighsBasisStatus]) -> np.ndarray:
+    return np.fromiter(map(_CODES.__getitem__, statuses), dtype=np.uint8, count=len(statuses))
+
+
+def _joined(bases: Sequence[highspy.HighsBasis]) -> highspy.HighsBasis:
+    """The bases of the blocks as one basis of the stacked model."""
+    joined = highspy.HighsBasis()
+    joined.col_status = [status for basis in bases for status in basis.col_status]
+    joined.row_status = [status for basis in bases for status in basis.row_status]
+    joined.valid, joined.alien, joined.was_alien = True, False, False
+    return joined
+
+
+@dataclass(frozen=True)
+class _Block:
+    """What every item of a stacked solve shares: its bound rows and its other rows, dense for
+    the recomputation of a vertex from its basis."""
+
+    bounds: BoundRows
+    A: sp.csc_array  # the rows of A that stay rows (bounds.kept)
+    dense: np.ndarray
+
+    @classmethod
+    def of(cls, program: ConeProgram) -> _Block:
+        bounds = BoundRows.of(program)
+        A = sp.csc_array(sp.csr_array(program.A)[bounds.kept])
+        return cls(bounds, A, A.toarray())
+
+    def column_bounds(self, program: ConeProgram) -> ColumnBounds:
+        n = program.c.size
+        return self.bounds.column_bounds(program.b, np.full(n, -np.inf), np.full(n, np.inf))
+
+    def vertex(
+        self, program: ConeProgram, columns: ColumnBounds, col_codes: np.ndarray, row_codes: np.ndarray
+    ) -> LpValues | None:
+        lower, upper = _row_bounds(self.bounds, program)
+        bounds = LpBounds(columns.lower, columns.upper, lower, upper)
+        return vertex(self.dense, program.c, bounds, col_codes, row_codes)
+
+
+@dataclass
+class _Stack:
+    """A HiGHS model of ``k`` copies of one block, block-diagonal, block ``i`` in columns
+    ``i n .. (i+1) n`` and rows ``i r .. (i+1) r``; ``update`` swaps in other programs' costs
+    and right-hand sides, as ``_Model`` does for one."""
+
+    highs: highspy.Highs
+    block: _Block
+    k: int
+    c: np.ndarray | None = None
+    b: np.ndarray | None = None
+    columns: list[ColumnBounds] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, highs: highspy.Highs, block: _Block, programs: Sequence[ConeProgram]) -> _Stack:
+        k, (r, n) = len(programs), block.A.shape
+        A = sp.csc_array(sp.block_diag([block.A] * k, format="csc"))
+        lp = highspy.HighsLp()
+        lp.num_col_, lp.num_row_ = k * n, k * r
+        lp.col_cost_ = np.zeros(k * n)
+        lp.col_lower_, lp.col_upper_ = np.zeros(k * n), np.zeros(k * n)
+        lp.row_lower_, lp.row_upper_ = np.zeros(k * r), np.zeros(k * r)
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = A.indptr, A.indices, A.data
+        highs.passModel(lp)
+        return cls(highs, block, k)
+
+    def update(self, programs: Sequence[ConeProgram]) -> None:
+        c = np.concatenate([p.c for p in programs])
+        if not np.array_equal(c, self.c):
+            self.highs.changeColsCost(c.size, _indices(c.size), c)
+            self.c = c
+        b = np.concatenate([p.b for p in programs])
+        if not np.array_equal(b, self.b):
+            self.b = b
+            self.columns = [self.block.column_bounds(p) for p in programs]
+            rows = [_row_bounds(self.block.bounds, p) for p in programs]
+            lower, upper = np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
+            self.highs.changeRowsBounds(lower.size, _indices(lower.size), lower, upper)
+            col_lower = np.concatenate([cb.lower for cb in self.columns])
+            col_upper = np.concatenate([cb.upper for cb in self.columns])
+            self.highs.changeColsBounds(c.size, _indices(c.size), col_lower, col_upper)
+
+    def solutions(self, programs: Sequence[ConeProgram], tolerance: float) -> list[Solution | None]:
+        """Each block's solution after an optimal run, from its own block of the basis (None
+        for a block whose basis this cannot read: it is solved alone)."""
+        joined = self.highs.getBasis()
+        col_status, row_status = joined.col_status, joined.row_status
+        col_codes, row_codes = _codes(col_status), _codes(row_status)
+        r, n = self.block.A.shape
+        outcome = _Outcome(
+            OPTIMAL, self.highs.modelStatusToString(_Status.kOptimal), _iteration_count(self.highs)
+        )
+        solutions: list[Solution | None] = []
+        for i, program in enumerate(programs):
+            cols, rows = slice(i * n, (i + 1) * n), slice(i * r, (i + 1) * r)
+            values = self.block.vertex(program, self.columns[i], col_codes[cols], row_codes[rows])
+            if values is None:
+                solutions.append(None)
+                continue
+            basis = highspy.HighsBasis()
+            basis.col_status, basis.row_status = col_status[cols], row_status[rows]
+            basis.valid, basis.alien, basis.was_alien = True, False, False
+            start = _Start(Basis(basis), program.b.copy())
+            solutions.append(
+                _conic_solution(
+                    program, self.block.bounds, self.columns[i], outcome, values, start, tolerance
+                )
+            )
+        return solutions
 
 
 _ITERATION_COUNTS = ("simplex_iteration_count", "qp_iteration_count", "ipm_iteration_count")
