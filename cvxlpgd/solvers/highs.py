@@ -13,6 +13,7 @@ presolve: 12 x 12 grid path 3.5 vs 4.3 ms, 5 x 5 path 0.92 vs 1.13 ms, dense LP 
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -43,7 +44,7 @@ from cvxlpgd.solvers.base import (
     types_of,
 )
 from cvxlpgd.solvers.highs_bounds import BoundRows, ColumnBounds
-from cvxlpgd.solvers.highs_vertex import LpBounds, LpValues, vertex
+from cvxlpgd.solvers.highs_vertex import BasisSystem, LpValues, vertices
 
 
 def _construct_once_quietly() -> None:
@@ -270,13 +271,13 @@ class HighsSolver(SimplexBackend):
         run's status is the whole model's, so a failed block is found by solving alone)."""
         stacks = workspace.setdefault("highs_stacks", {})
         if len(programs) not in stacks:
-            stacks[len(programs)] = _Stack.of(self._new_highs(lp=True), block, programs)
+            stacks[len(programs)] = _Stack.of(self._new_highs(lp=True), block, len(programs))
         stack: _Stack = stacks[len(programs)]
         stack.update(programs)
         starts = [w.basis if w is not None and isinstance(w.basis, _Start) else None for w in warm_starts]
         warm = all(start is not None for start in starts)
         if warm:
-            stack.highs.setBasis(_joined([start.basis.highs for start in starts]))
+            stack.highs.setBasis(_joined([start.basis for start in starts]))
         else:
             stack.highs.clearSolver()
         same_b = warm and all(np.array_equal(st.b, p.b) for st, p in zip(starts, programs, strict=True))
@@ -295,8 +296,8 @@ class HighsSolver(SimplexBackend):
         if not isinstance(solution.basis, _Start):
             return solution
         model: _Model = workspace["highs"]
-        basis = solution.basis.basis.highs
-        values = block.vertex(program, model.columns, _codes(basis.col_status), _codes(basis.row_status))
+        codes = np.concatenate(solution.basis.basis.codes)[None]
+        (values,) = block.vertices([program], [model.columns], [model.row_bounds(program)], codes)
         if values is None:
             return solution
         outcome = _Outcome(solution.status, solution.solver_status, solution.iterations)
@@ -333,33 +334,51 @@ class HighsSolver(SimplexBackend):
         highspy.Highs.resetThreadScheduler(True)
 
 
-# Basis status codes and back, by table: converting each status through int() costs 10x more.
-_STATUSES = tuple(highspy.HighsBasisStatus.__members__.values())
-_CODES = {status: code for code, status in enumerate(_STATUSES)}
+# Basis status codes and back: a status's ``value`` is read 5x faster than it hashes (pybind11
+# makes a new object for each status of a list), and a table turns codes back into statuses.
+_STATUSES = tuple(sorted(highspy.HighsBasisStatus.__members__.values(), key=lambda status: status.value))
+_VALUE = operator.attrgetter("value")
+
+
+def _codes(statuses: list[highspy.HighsBasisStatus]) -> np.ndarray:
+    return np.fromiter(map(_VALUE, statuses), dtype=np.uint8, count=len(statuses))
+
+
+def _statuses(codes: np.ndarray) -> list[highspy.HighsBasisStatus]:
+    return [_STATUSES[code] for code in codes.tolist()]
 
 
 class Basis:
-    """A HiGHS basis that pickles, so that a forward solve's basis can travel to the worker that
-    runs the item's re-solves: highspy's ``HighsBasis`` does not pickle, so it travels as its
-    status codes (and is rebuilt there); in this process it is used as it is, at no cost."""
+    """A HiGHS basis, held as highspy's ``HighsBasis`` or as status codes (columns, rows), each
+    made from the other on first need (about 0.2 us per status either way): a single solve's
+    basis comes as the first, a stacked solve's blocks as the second. It pickles as its codes,
+    so that a forward solve's basis can travel to the worker that runs the item's re-solves."""
 
-    __slots__ = ("highs",)
+    __slots__ = ("_highs", "_codes")
 
-    def __init__(self, highs: highspy.HighsBasis):
-        self.highs = highs
+    def __init__(
+        self, highs: highspy.HighsBasis | None = None, codes: tuple[np.ndarray, np.ndarray] | None = None
+    ):
+        self._highs, self._codes = highs, codes
+
+    @property
+    def highs(self) -> highspy.HighsBasis:
+        if self._highs is None:
+            columns, rows = self._codes
+            basis = highspy.HighsBasis()
+            basis.col_status, basis.row_status = _statuses(columns), _statuses(rows)
+            basis.valid, basis.alien, basis.was_alien = True, False, False
+            self._highs = basis
+        return self._highs
+
+    @property
+    def codes(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._codes is None:
+            self._codes = _codes(self._highs.col_status), _codes(self._highs.row_status)
+        return self._codes
 
     def __reduce__(self) -> tuple:
-        b = self.highs
-        codes = [bytes(_CODES[status] for status in statuses) for statuses in (b.col_status, b.row_status)]
-        return Basis._from_codes, (*codes, b.valid, b.alien, b.was_alien)
-
-    @staticmethod
-    def _from_codes(columns: bytes, rows: bytes, valid: bool, alien: bool, was_alien: bool) -> Basis:
-        basis = highspy.HighsBasis()
-        basis.col_status = [_STATUSES[code] for code in columns]
-        basis.row_status = [_STATUSES[code] for code in rows]
-        basis.valid, basis.alien, basis.was_alien = valid, alien, was_alien
-        return Basis(basis)
+        return Basis, (None, self.codes)
 
 
 @functools.lru_cache(maxsize=32)
@@ -504,7 +523,7 @@ def _conic_solution(
 
 # Stacked solves (HighsSolver.solve_many), measured in benchmarks/stacked.py.
 STACK_ITEM_LIMIT = 200  # an LP of more rows plus columns (those of A) is solved alone
-STACK_ROW_LIMIT = 2_000  # a group holds at most this many rows plus columns
+STACK_ROW_LIMIT = 5_000  # a group holds at most this many rows plus columns
 STACK_MAX_ITEMS = 32
 
 
@@ -519,44 +538,52 @@ def stack_size(program: ConeProgram) -> int:
     return max(1, min(STACK_MAX_ITEMS, STACK_ROW_LIMIT // max(size, 1)))
 
 
-def _codes(statuses: list[highspy.HighsBasisStatus]) -> np.ndarray:
-    return np.fromiter(map(_CODES.__getitem__, statuses), dtype=np.uint8, count=len(statuses))
-
-
-def _joined(bases: Sequence[highspy.HighsBasis]) -> highspy.HighsBasis:
+def _joined(bases: Sequence[Basis]) -> highspy.HighsBasis:
     """The bases of the blocks as one basis of the stacked model."""
-    joined = highspy.HighsBasis()
-    joined.col_status = [status for basis in bases for status in basis.col_status]
-    joined.row_status = [status for basis in bases for status in basis.row_status]
-    joined.valid, joined.alien, joined.was_alien = True, False, False
-    return joined
+    columns = np.concatenate([basis.codes[0] for basis in bases])
+    rows = np.concatenate([basis.codes[1] for basis in bases])
+    return Basis(codes=(columns, rows)).highs
 
 
 @dataclass(frozen=True)
 class _Block:
-    """What every item of a stacked solve shares: its bound rows and its other rows, dense for
-    the recomputation of a vertex from its basis."""
+    """What every item of a stacked solve shares: its bound rows and its other rows (as HiGHS
+    gets them, and dense for recomputing a vertex from its basis)."""
 
     bounds: BoundRows
     A: sp.csc_array  # the rows of A that stay rows (bounds.kept)
-    dense: np.ndarray
+    system: BasisSystem
 
     @classmethod
     def of(cls, program: ConeProgram) -> _Block:
         bounds = BoundRows.of(program)
         A = sp.csc_array(sp.csr_array(program.A)[bounds.kept])
-        return cls(bounds, A, A.toarray())
+        return cls(bounds, A, BasisSystem.of(A.toarray()))
 
     def column_bounds(self, program: ConeProgram) -> ColumnBounds:
         n = program.c.size
         return self.bounds.column_bounds(program.b, np.full(n, -np.inf), np.full(n, np.inf))
 
-    def vertex(
-        self, program: ConeProgram, columns: ColumnBounds, col_codes: np.ndarray, row_codes: np.ndarray
-    ) -> LpValues | None:
-        lower, upper = _row_bounds(self.bounds, program)
-        bounds = LpBounds(columns.lower, columns.upper, lower, upper)
-        return vertex(self.dense, program.c, bounds, col_codes, row_codes)
+    def stacked_A(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSC arrays (start, index, value) of ``k`` copies of ``A`` on the diagonal."""
+        r, A = self.A.shape[0], self.A
+        shifts = np.arange(k)
+        start = (A.indptr[:-1][None, :] + A.nnz * shifts[:, None]).ravel()
+        index = (A.indices[None, :] + r * shifts[:, None]).ravel()
+        return np.append(start, k * A.nnz).astype(np.int32), index.astype(np.int32), np.tile(A.data, k)
+
+    def vertices(
+        self,
+        programs: Sequence[ConeProgram],
+        columns: Sequence[ColumnBounds],
+        rows: Sequence[tuple[np.ndarray, np.ndarray]],
+        codes: np.ndarray,
+    ) -> list[LpValues | None]:
+        """Each item's vertex from its own basis (``codes``: one row per item, columns then rows)."""
+        lower = np.stack([np.concatenate([cb.lower, rb[0]]) for cb, rb in zip(columns, rows, strict=True)])
+        upper = np.stack([np.concatenate([cb.upper, rb[1]]) for cb, rb in zip(columns, rows, strict=True)])
+        c = np.stack([p.c for p in programs])
+        return vertices(self.system, c, lower, upper, codes)
 
 
 @dataclass
@@ -570,19 +597,19 @@ class _Stack:
     k: int
     c: np.ndarray | None = None
     b: np.ndarray | None = None
-    columns: list[ColumnBounds] = field(default_factory=list)
+    columns: list[ColumnBounds] = field(default_factory=list)  # each block's column bounds
+    rows: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # and row bounds
 
     @classmethod
-    def of(cls, highs: highspy.Highs, block: _Block, programs: Sequence[ConeProgram]) -> _Stack:
-        k, (r, n) = len(programs), block.A.shape
-        A = sp.csc_array(sp.block_diag([block.A] * k, format="csc"))
+    def of(cls, highs: highspy.Highs, block: _Block, k: int) -> _Stack:
+        (r, n) = block.A.shape
         lp = highspy.HighsLp()
         lp.num_col_, lp.num_row_ = k * n, k * r
         lp.col_cost_ = np.zeros(k * n)
         lp.col_lower_, lp.col_upper_ = np.zeros(k * n), np.zeros(k * n)
         lp.row_lower_, lp.row_upper_ = np.zeros(k * r), np.zeros(k * r)
         lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = A.indptr, A.indices, A.data
+        lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = block.stacked_A(k)
         highs.passModel(lp)
         return cls(highs, block, k)
 
@@ -594,9 +621,13 @@ class _Stack:
         b = np.concatenate([p.b for p in programs])
         if not np.array_equal(b, self.b):
             self.b = b
-            self.columns = [self.block.column_bounds(p) for p in programs]
-            rows = [_row_bounds(self.block.bounds, p) for p in programs]
-            lower, upper = np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
+            self.columns, self.rows = [], []
+            for i, p in enumerate(programs):  # items often share b (a cost parameter): reuse its bounds
+                same = i > 0 and np.array_equal(p.b, programs[i - 1].b)
+                self.columns.append(self.columns[-1] if same else self.block.column_bounds(p))
+                self.rows.append(self.rows[-1] if same else _row_bounds(self.block.bounds, p))
+            lower = np.concatenate([lower for lower, _ in self.rows])
+            upper = np.concatenate([upper for _, upper in self.rows])
             self.highs.changeRowsBounds(lower.size, _indices(lower.size), lower, upper)
             col_lower = np.concatenate([cb.lower for cb in self.columns])
             col_upper = np.concatenate([cb.upper for cb in self.columns])
@@ -606,23 +637,18 @@ class _Stack:
         """Each block's solution after an optimal run, from its own block of the basis (None
         for a block whose basis this cannot read: it is solved alone)."""
         joined = self.highs.getBasis()
-        col_status, row_status = joined.col_status, joined.row_status
-        col_codes, row_codes = _codes(col_status), _codes(row_status)
-        r, n = self.block.A.shape
+        k, (r, n) = self.k, self.block.A.shape
+        codes = np.hstack([_codes(joined.col_status).reshape(k, n), _codes(joined.row_status).reshape(k, r)])
+        found = self.block.vertices(programs, self.columns, self.rows, codes)
         outcome = _Outcome(
             OPTIMAL, self.highs.modelStatusToString(_Status.kOptimal), _iteration_count(self.highs)
         )
         solutions: list[Solution | None] = []
-        for i, program in enumerate(programs):
-            cols, rows = slice(i * n, (i + 1) * n), slice(i * r, (i + 1) * r)
-            values = self.block.vertex(program, self.columns[i], col_codes[cols], row_codes[rows])
+        for i, (program, values) in enumerate(zip(programs, found, strict=True)):
             if values is None:
                 solutions.append(None)
                 continue
-            basis = highspy.HighsBasis()
-            basis.col_status, basis.row_status = col_status[cols], row_status[rows]
-            basis.valid, basis.alien, basis.was_alien = True, False, False
-            start = _Start(Basis(basis), program.b.copy())
+            start = _Start(Basis(codes=(codes[i, :n], codes[i, n:])), program.b.copy())
             solutions.append(
                 _conic_solution(
                     program, self.block.bounds, self.columns[i], outcome, values, start, tolerance
