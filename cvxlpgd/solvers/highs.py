@@ -521,21 +521,19 @@ def _conic_solution(
     )
 
 
-# Stacked solves (HighsSolver.solve_many), measured in benchmarks/stacked.py.
-STACK_ITEM_LIMIT = 200  # an LP of more rows plus columns (those of A) is solved alone
-STACK_ROW_LIMIT = 5_000  # a group holds at most this many rows plus columns
-STACK_MAX_ITEMS = 32
+# Stacked solves (HighsSolver.solve_many), measured in benchmarks/stacked.py: forward + default
+# backward per item at batch 128, stacked / per item: 5 x 5 grid path (A: 160 nonzeros) 0.78,
+# knapsack LP 2 x 32 (128) 0.48; dense LP 50 x 20 (1,100) 1.16, 12 x 12 grid path (1,056) 0.99.
+STACK_NNZ_LIMIT = 500  # an LP whose A has more nonzeros (bound rows included) is solved alone
+STACK_MAX_ITEMS = 32  # items per stacked run (64 measured no better)
 
 
 def stack_size(program: ConeProgram) -> int:
     """How many items of ``program``'s structure one stacked HiGHS run takes (0: solve each
-    alone): LPs whose size is below ``STACK_ITEM_LIMIT``, as many as fit ``STACK_ROW_LIMIT``."""
+    alone): LPs of at most ``STACK_NNZ_LIMIT`` nonzeros, ``STACK_MAX_ITEMS`` at a time."""
     if program.P is not None or program.integrality is not None:
         return 0  # a branch and bound of stacked MILPs couples the searches; QPs are not measured
-    size = sum(program.A.shape)
-    if size > STACK_ITEM_LIMIT:
-        return 0
-    return max(1, min(STACK_MAX_ITEMS, STACK_ROW_LIMIT // max(size, 1)))
+    return STACK_MAX_ITEMS if program.A.nnz <= STACK_NNZ_LIMIT else 0
 
 
 def _joined(bases: Sequence[Basis]) -> highspy.HighsBasis:
