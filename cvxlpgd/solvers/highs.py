@@ -8,6 +8,24 @@ presolve, so that an item's result depends on that item alone; a start from the 
 basis did not pay. Per item at batch 128, forward + default backward, against that start with
 presolve: 12 x 12 grid path 3.5 vs 4.3 ms, 5 x 5 path 0.92 vs 1.13 ms, dense LP 50 x 20 1.6 vs
 2.1 ms. One HiGHS model per chunk is kept, and only changed costs and bounds are passed in.
+
+Small LPs are solved many at a time (``solve_many``: a chunk's forward solves, and the first
+LPGD re-solves of all its items): up to ``STACK_MAX_ITEMS`` items of at most ``STACK_NNZ_LIMIT``
+nonzeros as one block-diagonal HiGHS model, since HiGHS's fixed cost per run is most of such a
+solve (forward + default backward per item at batch 128: 0.78x on the 5 x 5 grid path, 0.48x on
+the knapsack LP; benchmarks/stacked.py). A run that does not end optimal (a block infeasible,
+unbounded, or at a limit) is not split: each of its items is solved alone. Each item's ``x``,
+``y``, ``s`` are recomputed from its own block of the final basis (highs_vertex.py), and that
+block is its ``Solution.basis``, so re-solves start from it as from a single solve's basis.
+What this guarantees: every item gets an optimal solution of its own program, with its own
+status. Where its optimal basis is unique, HiGHS ends on that basis whatever the neighbours, so
+its results are bitwise those of the item alone, in any group, chunking or order. Under ties
+(several optimal bases: a degenerate vertex, or several optimal vertices), which optimal basis a
+block ends on can depend on its neighbours: ``x`` is the same point where the optimal ``x`` is
+unique (to rounding, when two bases give it), but ``y`` (where duals are not unique), the vertex
+chosen among tied ones, and what re-solves from that basis return may differ from the item's
+solve alone. ``Solution.iterations`` of a stacked item is the whole run's count. Mixed-integer
+programs (a stacked branch and bound would couple the searches) and QPs are solved per item.
 """
 
 from __future__ import annotations
