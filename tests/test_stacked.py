@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 import cvxpy as cp
 import numpy as np
@@ -87,14 +88,17 @@ def test_items_do_not_depend_on_their_group_or_chunking(make) -> None:
     problem, params, variables, values = make()
     weights = [np.random.default_rng(2).standard_normal((BATCH, *v.shape)) for v in variables]
 
-    def layer(chunks: int, solver: object = "HIGHS") -> CvxpyLayer:
-        return CvxpyLayer(problem, params, variables, solver=solver, chunks=chunks)
+    def layer(chunks: int, solver: object = "HIGHS", executor: Executor | None = None) -> CvxpyLayer:
+        return CvxpyLayer(problem, params, variables, solver=solver, chunks=chunks, executor=executor)
 
     reference = _run(layer(1), values, weights)
     assert np.abs(reference[-1]).max() > 1e-3  # a gradient is there to compare
     for chunks in (2, 3):
         for got, want in zip(_run(layer(chunks), values, weights), reference, strict=True):
             np.testing.assert_array_equal(got, want, err_msg=f"chunks={chunks}")
+    with ThreadPoolExecutor(3) as pool:
+        for got, want in zip(_run(layer(4, executor=pool), values, weights), reference, strict=True):
+            np.testing.assert_array_equal(got, want, err_msg="3 threads, 4 chunks")
     order = np.arange(BATCH)[::-1]
     reordered = _run(layer(1), [v[order] for v in values], [w[order] for w in weights])
     for got, want in zip(reordered, reference, strict=True):
