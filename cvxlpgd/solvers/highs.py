@@ -35,7 +35,7 @@ import operator
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import highspy
@@ -303,8 +303,7 @@ class HighsSolver(SimplexBackend):
         self._run(stack.highs)
         if stack.highs.getModelStatus() != _Status.kOptimal:
             return None
-        solutions = stack.solutions(programs, self._tolerance)
-        return None if any(z is None for z in solutions) else solutions
+        return stack.solutions(programs)
 
     def _own_vertex(
         self, block: _Block, program: ConeProgram, solution: Solution, workspace: Workspace
@@ -314,8 +313,7 @@ class HighsSolver(SimplexBackend):
         if not isinstance(solution.basis, _Start):
             return solution
         model: _Model = workspace["highs"]
-        codes = np.concatenate(solution.basis.basis.codes)[None]
-        (values,) = block.vertices([program], [model.columns], [model.row_bounds(program)], codes)
+        values = block.vertex(program, model.columns, solution.basis.basis)
         if values is None:
             return solution
         outcome = _Outcome(solution.status, solution.solver_status, solution.iterations)
@@ -510,21 +508,11 @@ def _conic_solution(
 ) -> Solution:
     """``program``'s solution from HiGHS-form values: an LP iterate at a limit is judged by its
     residuals against ``tolerance``; the basis is kept for an LP's optimal vertex only."""
-    status, m, b = outcome.status, program.b.size, program.b
+    status, m = outcome.status, program.b.size
     mixed_integer = program.integrality is not None
     cut_off = status == ITERATION_LIMIT and not mixed_integer  # an LP iterate, judged below
     if values is not None and (status in (OPTIMAL, OPTIMAL_INACCURATE) or cut_off):
-        x = values.col_value
-        s = np.empty(m)
-        s[bounds.kept] = b[bounds.kept] - values.row_value
-        s[bounds.rows] = bounds.slack(b, x)
-        if mixed_integer:  # constraint duals are not defined: zeros (no gradient uses them)
-            y = np.zeros(m)
-        else:
-            # HiGHS: c + Px - A'r - d = 0;  cvxlpgd: c + Px + A'y = 0 with y >= 0 on A_i x <= b_i.
-            y = np.empty(m)
-            y[bounds.kept] = -values.row_dual
-            y[bounds.rows] = bounds.duals(columns, values.col_dual)
+        x, y, s = _conic_point(bounds, program.b, columns, values, mixed_integer)
         status = judged(program, status, x, y, s, tolerance)
     if status not in (OPTIMAL, OPTIMAL_INACCURATE):
         x, y, s = np.full(program.c.size, np.nan), np.full(m, np.nan), np.full(m, np.nan)
@@ -537,6 +525,24 @@ def _conic_solution(
         iterations=outcome.iterations,
         basis=basis if status == OPTIMAL and not mixed_integer else None,
     )
+
+
+def _conic_point(
+    bounds: BoundRows, b: np.ndarray, columns: ColumnBounds, values: LpValues, mixed_integer: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x, y, s`` of the conic program from HiGHS-form values; every array may carry a leading
+    batch axis (the items of a stacked solve, at once)."""
+    x = values.col_value
+    s = np.empty(b.shape)
+    s[..., bounds.kept] = b[..., bounds.kept] - values.row_value
+    s[..., bounds.rows] = bounds.slack(b, x)
+    if mixed_integer:  # constraint duals are not defined: zeros (no gradient uses them)
+        return x, np.zeros(b.shape), s
+    # HiGHS: c + Px - A'r - d = 0;  cvxlpgd: c + Px + A'y = 0 with y >= 0 on A_i x <= b_i.
+    y = np.empty(b.shape)
+    y[..., bounds.kept] = -values.row_dual
+    y[..., bounds.rows] = bounds.duals(columns, values.col_dual)
+    return x, y, s
 
 
 # Stacked solves (HighsSolver.solve_many), measured in benchmarks/stacked.py: forward + default
@@ -588,33 +594,37 @@ class _Block:
         index = (A.indices[None, :] + r * shifts[:, None]).ravel()
         return np.append(start, k * A.nnz).astype(np.int32), index.astype(np.int32), np.tile(A.data, k)
 
-    def vertices(
-        self,
-        programs: Sequence[ConeProgram],
-        columns: Sequence[ColumnBounds],
-        rows: Sequence[tuple[np.ndarray, np.ndarray]],
-        codes: np.ndarray,
-    ) -> list[LpValues | None]:
-        """Each item's vertex from its own basis (``codes``: one row per item, columns then rows)."""
-        lower = np.stack([np.concatenate([cb.lower, rb[0]]) for cb, rb in zip(columns, rows, strict=True)])
-        upper = np.stack([np.concatenate([cb.upper, rb[1]]) for cb, rb in zip(columns, rows, strict=True)])
-        c = np.stack([p.c for p in programs])
-        return vertices(self.system, c, lower, upper, codes)
+    def vertex(self, program: ConeProgram, columns: ColumnBounds, basis: Basis) -> LpValues | None:
+        """One item's vertex from its basis, computed as a stacked item's (None: unread)."""
+        lower, upper = _row_bounds(self.bounds, program)
+        codes = np.concatenate(basis.codes)[None]
+        values, read = vertices(
+            self.system,
+            program.c[None],
+            np.concatenate([columns.lower, lower])[None],
+            np.concatenate([columns.upper, upper])[None],
+            codes,
+        )
+        if not read[0]:
+            return None
+        return LpValues(values.col_value[0], values.row_value[0], values.col_dual[0], values.row_dual[0])
 
 
 @dataclass
 class _Stack:
     """A HiGHS model of ``k`` copies of one block, block-diagonal, block ``i`` in columns
     ``i n .. (i+1) n`` and rows ``i r .. (i+1) r``; ``update`` swaps in other programs' costs
-    and right-hand sides, as ``_Model`` does for one."""
+    and right-hand sides, as ``_Model`` does for one, and keeps what they give per item as
+    (k, .) arrays."""
 
     highs: highspy.Highs
     block: _Block
     k: int
-    c: np.ndarray | None = None
-    b: np.ndarray | None = None
-    columns: list[ColumnBounds] = field(default_factory=list)  # each block's column bounds
-    rows: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # and row bounds
+    c: np.ndarray | None = None  # (k, n)
+    b: np.ndarray | None = None  # (k, m)
+    columns: ColumnBounds | None = None  # each item's column bounds, (k, .) arrays
+    lower: np.ndarray | None = None  # (k, n + r): the bounds of each item's columns, then rows
+    upper: np.ndarray | None = None
 
     @classmethod
     def of(cls, highs: highspy.Highs, block: _Block, k: int) -> _Stack:
@@ -630,47 +640,57 @@ class _Stack:
         return cls(highs, block, k)
 
     def update(self, programs: Sequence[ConeProgram]) -> None:
-        c = np.concatenate([p.c for p in programs])
+        c = np.stack([p.c for p in programs])
         if not np.array_equal(c, self.c):
-            self.highs.changeColsCost(c.size, _indices(c.size), c)
+            self.highs.changeColsCost(c.size, _indices(c.size), c.ravel())
             self.c = c
-        b = np.concatenate([p.b for p in programs])
-        if not np.array_equal(b, self.b):
-            self.b = b
-            self.columns, self.rows = [], []
-            for i, p in enumerate(programs):  # items often share b (a cost parameter): reuse its bounds
-                same = i > 0 and np.array_equal(p.b, programs[i - 1].b)
-                self.columns.append(self.columns[-1] if same else self.block.column_bounds(p))
-                self.rows.append(self.rows[-1] if same else _row_bounds(self.block.bounds, p))
-            lower = np.concatenate([lower for lower, _ in self.rows])
-            upper = np.concatenate([upper for _, upper in self.rows])
-            self.highs.changeRowsBounds(lower.size, _indices(lower.size), lower, upper)
-            col_lower = np.concatenate([cb.lower for cb in self.columns])
-            col_upper = np.concatenate([cb.upper for cb in self.columns])
-            self.highs.changeColsBounds(c.size, _indices(c.size), col_lower, col_upper)
+        b = np.stack([p.b for p in programs])
+        if np.array_equal(b, self.b):
+            return
+        self.b = b
+        columns, rows = [], []
+        for i, p in enumerate(programs):  # items often share b (a cost parameter): reuse its bounds
+            same = i > 0 and np.array_equal(p.b, programs[i - 1].b)
+            columns.append(columns[-1] if same else self.block.column_bounds(p))
+            rows.append(rows[-1] if same else _row_bounds(self.block.bounds, p))
+        self.columns = ColumnBounds(
+            *(np.stack([getattr(cb, f) for cb in columns]) for f in ("lower", "upper", "share"))
+        )
+        row_lower, row_upper = np.stack([lo for lo, _ in rows]), np.stack([up for _, up in rows])
+        self.lower = np.hstack([self.columns.lower, row_lower])
+        self.upper = np.hstack([self.columns.upper, row_upper])
+        self.highs.changeRowsBounds(
+            row_lower.size, _indices(row_lower.size), row_lower.ravel(), row_upper.ravel()
+        )
+        size = self.columns.lower.size
+        self.highs.changeColsBounds(
+            size, _indices(size), self.columns.lower.ravel(), self.columns.upper.ravel()
+        )
 
-    def solutions(self, programs: Sequence[ConeProgram], tolerance: float) -> list[Solution | None]:
+    def solutions(self, programs: Sequence[ConeProgram]) -> list[Solution] | None:
         """Each block's solution after an optimal run, from its own block of the basis (None
-        for a block whose basis this cannot read: it is solved alone)."""
+        when a block's basis cannot be read: the items are then solved alone)."""
         joined = self.highs.getBasis()
         k, (r, n) = self.k, self.block.A.shape
         codes = np.hstack([_codes(joined.col_status).reshape(k, n), _codes(joined.row_status).reshape(k, r)])
-        found = self.block.vertices(programs, self.columns, self.rows, codes)
-        outcome = _Outcome(
-            OPTIMAL, self.highs.modelStatusToString(_Status.kOptimal), _iteration_count(self.highs)
-        )
-        solutions: list[Solution | None] = []
-        for i, (program, values) in enumerate(zip(programs, found, strict=True)):
-            if values is None:
-                solutions.append(None)
-                continue
-            start = _Start(Basis(codes=(codes[i, :n], codes[i, n:])), program.b.copy())
-            solutions.append(
-                _conic_solution(
-                    program, self.block.bounds, self.columns[i], outcome, values, start, tolerance
-                )
+        values, read = vertices(self.block.system, self.c, self.lower, self.upper, codes)
+        if not read.all():
+            return None
+        # Every block ended optimal: no status to judge (``judged`` only reads iterates at a limit).
+        x, y, s = _conic_point(self.block.bounds, self.b, self.columns, values, mixed_integer=False)
+        words, iterations = self.highs.modelStatusToString(_Status.kOptimal), _iteration_count(self.highs)
+        return [
+            Solution(
+                x=x[i],
+                y=y[i],
+                s=s[i],
+                status=OPTIMAL,
+                solver_status=words,
+                iterations=iterations,
+                basis=_Start(Basis(codes=(codes[i, :n], codes[i, n:])), program.b.copy()),
             )
-        return solutions
+            for i, program in enumerate(programs)
+        ]
 
 
 _ITERATION_COUNTS = ("simplex_iteration_count", "qp_iteration_count", "ipm_iteration_count")

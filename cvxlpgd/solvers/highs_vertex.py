@@ -5,7 +5,7 @@ whole model it holds. When several items are solved as one block-diagonal model,
 holds the item's batch neighbours too; recomputing each item's primal and dual values from its
 own basis makes them a function of the item and its basis alone. The items of a group are
 computed together, but every operation acts on one item at a time (a LAPACK solve per basis
-matrix, sums along one item's row), so the bits do not depend on the group
+matrix, sums along one item's row, elementwise arithmetic), so the bits do not depend on the group
 (tests/test_stacked.py checks it).
 """
 
@@ -48,41 +48,42 @@ def vertices(
     lower: np.ndarray,
     upper: np.ndarray,
     codes: np.ndarray,
-) -> list[LpValues | None]:
-    """The basic solution of each item's basis: ``c`` (k, n) its costs, ``lower`` / ``upper``
-    (k, n + rows) the bounds of its columns then its rows, ``codes`` (k, n + rows) the status
-    codes of its basis. Nonbasic columns and rows sit exactly at their bounds; the basic ones
-    solve ``B z_B = -N z_N`` with ``B`` the basis columns of ``[A -I]``, and the row duals solve
-    ``B' y = c_B``. None for an item whose codes this cannot read (not ``rows`` basic, a
-    nonbasic variable at an infinite bound, a singular ``B``): the caller keeps HiGHS's values."""
+) -> tuple[LpValues, np.ndarray]:
+    """The basic solution of each item's basis, as (k, .) arrays, and which items it could read:
+    ``c`` (k, n) their costs, ``lower`` / ``upper`` (k, n + rows) the bounds of their columns
+    then their rows, ``codes`` (k, n + rows) the status codes of their bases. Nonbasic columns
+    and rows sit exactly at their bounds; the basic ones solve ``B z_B = -N z_N`` with ``B`` the
+    basis columns of ``[A -I]``, and the row duals solve ``B' y = c_B``. An item whose codes
+    this cannot read (not ``rows`` basic, a nonbasic variable at an infinite bound, a singular
+    ``B``) is marked unread; the caller keeps HiGHS's values for it."""
     k, (rows, n) = codes.shape[0], system.A.shape
     basic = codes == BASIC
-    readable = (np.count_nonzero(basic, axis=1) == rows) & np.all(codes <= ZERO, axis=1)
     values = np.where(codes == UPPER, upper, lower)
     values[(codes == ZERO) | basic] = 0.0
-    readable &= np.all(np.isfinite(values), axis=1)
-    results: list[LpValues | None] = [None] * k
-    good = np.flatnonzero(readable).tolist()
-    if not good:
-        return results
-    values, basic, c = values[good], basic[good], c[good]
-    chosen = np.nonzero(basic)[1].reshape(len(good), rows)  # each item's basic variables, in order
-    B = system.full.T[chosen].transpose(0, 2, 1)  # (items, rows, rows)
-    right = -_row_sums(values[:, None, :] * system.full[None])
-    costs = np.take_along_axis(np.hstack([c, np.zeros((len(good), rows))]), chosen, axis=1)
-    try:
-        z_B = np.linalg.solve(B, right[..., None])[..., 0]
-        row_dual = np.linalg.solve(B.transpose(0, 2, 1), costs[..., None])[..., 0]
-    except np.linalg.LinAlgError:
-        return results  # a singular basis: rare enough to read every item of the group from HiGHS
-    np.put_along_axis(values, chosen, z_B, axis=1)
-    row_dual[basic[:, n:]] = 0.0
-    col_dual = c - _row_sums(row_dual[:, None, :] * system.A.T[None])
-    col_dual[basic[:, :n]] = 0.0
-    finite = np.isfinite(values).all(axis=1) & np.isfinite(row_dual).all(axis=1)
-    for j in np.flatnonzero(finite).tolist():
-        results[good[j]] = LpValues(values[j, :n], values[j, n:], col_dual[j], row_dual[j])
-    return results
+    read = (np.count_nonzero(basic, axis=1) == rows) & np.all(codes <= ZERO, axis=1)
+    read &= np.isfinite(values).all(axis=1)
+    row_dual = np.full((k, rows), np.nan)
+    col_dual = np.full((k, n), np.nan)
+    good = np.flatnonzero(read)
+    if good.size:
+        chosen = np.nonzero(basic[good])[1].reshape(good.size, rows)  # each item's basic variables
+        B = system.full.T[chosen].transpose(0, 2, 1)  # (items, rows, rows)
+        right = -_row_sums(values[good, None, :] * system.full[None])
+        costs = np.take_along_axis(np.hstack([c[good], np.zeros((good.size, rows))]), chosen, axis=1)
+        try:
+            z_B = np.linalg.solve(B, right[..., None])[..., 0]
+            duals = np.linalg.solve(B.transpose(0, 2, 1), costs[..., None])[..., 0]
+        except np.linalg.LinAlgError:  # a singular basis: rare enough to read the group from HiGHS
+            return LpValues(values[:, :n], values[:, n:], col_dual, row_dual), np.zeros(k, dtype=bool)
+        chosen_values = values[good]
+        np.put_along_axis(chosen_values, chosen, z_B, axis=1)
+        values[good] = chosen_values
+        duals[basic[good, n:]] = 0.0
+        row_dual[good] = duals
+        col_dual[good] = c[good] - _row_sums(duals[:, None, :] * system.A.T[None])
+        col_dual[basic[:, :n] & read[:, None]] = 0.0
+    read &= np.isfinite(values).all(axis=1) & np.isfinite(row_dual).all(axis=1)
+    return LpValues(values[:, :n], values[:, n:], col_dual, row_dual), read
 
 
 def _row_sums(products: np.ndarray) -> np.ndarray:
