@@ -72,17 +72,21 @@ class ChunkReSolves:
 
     def solve_ahead(self, items: Sequence[ItemInput], first_re_solves: FirstReSolves) -> None:
         """The re-solves each item's gradient starts with, for all items at once: one
-        ``solve_many`` per workspace (proximal weight) where the backend has it and the items
-        share their matrices; each item's logic then finds its results waiting."""
+        ``solve_many`` per workspace (proximal weight) and side, where the backend has it and
+        the items share their matrices (a side's programs are as many as the forward's, so a
+        backend's model of the forward's size serves them); each item's logic then finds its
+        results waiting."""
         if not (solves_many(self.solver) and self.program.shared_matrices):
             return
-        requests: dict[float, list[_ReSolve]] = {}
+        requests: dict[tuple[float, int], list[_ReSolve]] = {}
         for item in items:
             for sign, step in first_re_solves(item.resolver, item.dx, item.dy):
                 program = item.resolver.program(sign, step, item.dx, item.dy)
                 eps = re_solve_eps(step, item.dx, item.dy)
-                requests.setdefault(step.rho, []).append(_ReSolve(item.resolver, sign, step, program, eps))
-        for rho, group in requests.items():
+                requests.setdefault((step.rho, sign), []).append(
+                    _ReSolve(item.resolver, sign, step, program, eps)
+                )
+        for (rho, _), group in requests.items():
             solutions = self.solver.solve_many(
                 [r.program for r in group],
                 [r.resolver.star for r in group],
