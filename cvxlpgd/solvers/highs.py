@@ -12,8 +12,8 @@ presolve: 12 x 12 grid path 3.5 vs 4.3 ms, 5 x 5 path 0.92 vs 1.13 ms, dense LP 
 Small LPs are solved many at a time (``solve_many``: a chunk's forward solves, and the first
 LPGD re-solves of all its items): up to ``STACK_MAX_ITEMS`` items of at most ``STACK_NNZ_LIMIT``
 nonzeros as one block-diagonal HiGHS model, since HiGHS's fixed cost per run is most of such a
-solve (forward + default backward per item at batch 128: 0.78x on the 5 x 5 grid path, 0.48x on
-the knapsack LP; benchmarks/stacked.py). A run that does not end optimal (a block infeasible,
+solve (forward + default backward per item at batch 128: 0.62-0.65x on the 5 x 5 grid path,
+0.45-0.47x on the knapsack LP; benchmarks/stacked.py). A run that does not end optimal (a block infeasible,
 unbounded, or at a limit) is not split: each of its items is solved alone. Each item's ``x``,
 ``y``, ``s`` are recomputed from its own block of the final basis (highs_vertex.py), and that
 block is its ``Solution.basis``, so re-solves start from it as from a single solve's basis.
@@ -546,8 +546,9 @@ def _conic_point(
 
 
 # Stacked solves (HighsSolver.solve_many), measured in benchmarks/stacked.py: forward + default
-# backward per item at batch 128, stacked / per item: 5 x 5 grid path (A: 160 nonzeros) 0.78,
-# knapsack LP 2 x 32 (128) 0.48; dense LP 50 x 20 (1,100) 1.16, 12 x 12 grid path (1,056) 0.99.
+# backward per item, stacked / per item, batch 32 and 128: 5 x 5 grid path (A: 160 nonzeros)
+# 0.73-0.82 and 0.62-0.65, knapsack LP 2 x 32 (128) 0.58-0.59 and 0.45-0.47; stacking forced on
+# the dense LP 50 x 20 (1,100) 1.37 and 1.14, on the 12 x 12 grid path (1,056) 20 and 19.
 STACK_NNZ_LIMIT = 500  # an LP whose A has more nonzeros (bound rows included) is solved alone
 STACK_MAX_ITEMS = 32  # items per stacked run (64 measured no better)
 
