@@ -6,7 +6,8 @@ and two re-solves per item) at batch 32 and 128, with stacking on and off, on th
 12 x 12 grid shortest paths, the dense LP 50 x 20 and the LP relaxation of PyEPO's 2 x 32
 knapsack. Each round times every variant once, in turn; the table holds medians. Both variants
 pass the same ``HighsSolver`` object type (one with ``solves_many`` off), so they differ in
-nothing else. It decides ``STACK_NNZ_LIMIT`` and ``STACK_MAX_ITEMS`` in cvxlpgd/solvers/highs.py.
+nothing else. It decides ``STACK_NNZ_LIMIT`` and ``STACK_MAX_ITEMS`` in cvxlpgd/solvers/highs.py;
+``--nnz-limit 100000`` stacks every problem, to see what stacking the larger ones costs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cvxlpgd import CvxpyLayer
 from cvxlpgd.compile import compile_problem
 from cvxlpgd.cone import ConeProgram
 from cvxlpgd.program import ConicForm
+from cvxlpgd.solvers import highs
 from cvxlpgd.solvers.highs import HighsSolver, stack_size
 
 BATCHES = (32, 128)
@@ -76,7 +78,13 @@ def _timer(bp: BenchProblem, stacked: bool, batch: int) -> Callable[[], float]:
     return call
 
 
-def run(repeats: int, log: Callable[[str], None], quick: bool = False) -> list[dict]:
+def run(
+    repeats: int, log: Callable[[str], None], quick: bool = False, nnz_limit: int | None = None
+) -> list[dict]:
+    """Per-item medians of both variants for each problem and batch; ``nnz_limit`` replaces
+    ``STACK_NNZ_LIMIT`` (to measure the stacking of larger LPs)."""
+    if nnz_limit is not None:
+        highs.STACK_NNZ_LIMIT = nnz_limit
     rows = []
     for bp in problems():
         for batch in (8,) if quick else BATCHES:
@@ -141,9 +149,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="batch 8, one round")
+    parser.add_argument("--nnz-limit", type=int, help="stack LPs of up to this many nonzeros in A")
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
-    print(render(run(repeats, lambda text: print(text, file=sys.stderr, flush=True), args.quick)))
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    print(render(run(repeats, log, args.quick, args.nnz_limit)))
 
 
 if __name__ == "__main__":

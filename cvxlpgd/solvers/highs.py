@@ -285,8 +285,10 @@ class HighsSolver(SimplexBackend):
         warm_starts: Sequence[Solution | None],
         workspace: Workspace,
     ) -> list[Solution] | None:
-        """One HiGHS run for ``programs`` stacked; None unless every block ends optimal (the
-        run's status is the whole model's, so a failed block is found by solving alone)."""
+        """One HiGHS run for ``programs`` stacked, from the items' own bases when every item
+        has one (else cold: some blocks' bases are no basis of the model); None unless every
+        block ends optimal (the run's status is the whole model's, so a failed block is found
+        by solving each alone)."""
         stacks = workspace.setdefault("highs_stacks", {})
         if len(programs) not in stacks:
             stacks[len(programs)] = _Stack.of(self._new_highs(lp=True), block, len(programs))
