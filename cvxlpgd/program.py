@@ -140,8 +140,7 @@ class DataGradient:
         """``(self - other) * scale``, block by block (``None`` stays ``None``)."""
         return DataGradient(
             **{
-                b.value: None
-                if getattr(self, b.value) is None
+                b.value: None if getattr(self, b.value) is None
                 else (getattr(self, b.value) - getattr(other, b.value)) * scale
                 for b in BLOCKS
             }
