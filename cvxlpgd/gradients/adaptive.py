@@ -34,7 +34,7 @@ from cvxlpgd.errors import warn_user
 from cvxlpgd.gradients import kkt
 from cvxlpgd.gradients.base import ChunkGradient, ItemRecord, SolvedChunk
 from cvxlpgd.gradients.engine import ItemReSolver, differentiate_items, lpgd_gradient, warn_unresolvable
-from cvxlpgd.gradients.lagrangian import Step
+from cvxlpgd.gradients.lagrangian import SIGNS, Step
 from cvxlpgd.gradients.lpgd import ReSolvingMethod, real_setting
 from cvxlpgd.program import Block, ConeStructure, DataGradient, ProgramBatch
 from cvxlpgd.solvers.base import ConeSolver
@@ -105,7 +105,7 @@ class AdaptiveLPGD(ReSolvingMethod):
         equalities = equality_projectors(program)
 
         def item_gradient(resolver: ItemReSolver, dx_i, dy_i, record: ItemRecord) -> DataGradient | None:
-            if not (np.any(dx_i) or (dy_i is not None and np.any(dy_i))):
+            if not _nonzero(dx_i, dy_i):
                 return DataGradient.zeros(structure)
             if lp:
                 return self._lp_gradient(resolver, dx_i, dy_i, needed, record, equalities(resolver.base))
@@ -117,7 +117,19 @@ class AdaptiveLPGD(ReSolvingMethod):
                 grad = grad if finite is None else grad.merged(finite, COSTS)
             return grad
 
-        return differentiate_items(solver, program, solved, dx, dy, start, item_gradient)
+        def first_re_solves(resolver: ItemReSolver, dx_i, dy_i) -> list[tuple[int, Step]]:
+            """An LP's first finite step, both sides (solved for the whole chunk at once)."""
+            if not (lp and _nonzero(dx_i, dy_i) and self._wants_finite(needed, dy_i)):
+                return []
+            steps = self._finite_steps(resolver, dx_i, dy_i, equalities(resolver.base))
+            return [(sign, step) for step in steps[:1] for sign in SIGNS[step.side]]
+
+        return differentiate_items(solver, program, solved, dx, dy, start, item_gradient, first_re_solves)
+
+    def _wants_finite(self, needed: frozenset[Block], dy: np.ndarray | None) -> bool:
+        """Whether an LP's gradient takes the finite step: for the costs, and with dual outputs
+        for every block."""
+        return bool(_finite_blocks(needed, dy)) and self.large is not None
 
     def _lp_gradient(
         self,
@@ -130,9 +142,8 @@ class AdaptiveLPGD(ReSolvingMethod):
     ) -> DataGradient | None:
         """An LP: the finite step for the costs (and with dual outputs, for every block); the
         small step for b and A when only primal outputs reach them."""
-        with_duals = dy is not None and bool(np.any(dy))
-        finite_blocks = needed if with_duals else needed & COSTS
-        wanted = bool(finite_blocks) and self.large is not None
+        finite_blocks = _finite_blocks(needed, dy)
+        wanted = self._wants_finite(needed, dy)
         finite = self._finite_step(resolver, dx, dy, record, equalities) if wanted else None
         if finite is None and wanted:
             record.kept_small_step = True
@@ -154,13 +165,19 @@ class AdaptiveLPGD(ReSolvingMethod):
     ) -> DataGradient | None:
         """LPGD's finite step at the large relative steps (one side alone where the other fails);
         its scale leaves out what ``equalities`` projects away."""
+        steps = self._finite_steps(resolver, dx, dy, equalities)
+        return lpgd_gradient(resolver, dx, dy, steps, fallback=True, record=record)
+
+    def _finite_steps(
+        self, resolver: ItemReSolver, dx: np.ndarray, dy: np.ndarray | None, equalities: Projector | None
+    ) -> list[Step]:
+        """The finite step and its retries, each a tenth of the one before."""
         r = self._ratio(resolver, dx, dy, equalities)
         if self.large_upper is None:
             first = Step(self.large / r, side="lower")
         else:
             first = Step(self.large / r, side="central", upper_tau=self.large_upper / r)
-        steps = [first.scaled(t) for t in self._tenths() if self.large * t > self.small]
-        return lpgd_gradient(resolver, dx, dy, steps, fallback=True, record=record)
+        return [first.scaled(t) for t in self._tenths() if self.large * t > self.small]
 
     def _small_step(
         self, resolver: ItemReSolver, dx: np.ndarray, dy: np.ndarray | None, record: ItemRecord
@@ -226,6 +243,16 @@ class AdaptiveLPGD(ReSolvingMethod):
             f"in a batch of {total}; {detail}. {' '.join(sorted(hints))}".rstrip(),
             {i: f"{r.failed_solves} failed re-solve(s)" for i, r in records.items()},
         )
+
+
+def _nonzero(dx: np.ndarray, dy: np.ndarray | None) -> bool:
+    return bool(np.any(dx) or (dy is not None and np.any(dy)))
+
+
+def _finite_blocks(needed: frozenset[Block], dy: np.ndarray | None) -> frozenset[Block]:
+    """An LP's blocks that take the finite step: the costs, and with dual outputs every block."""
+    with_duals = dy is not None and bool(np.any(dy))
+    return needed if with_duals else needed & COSTS
 
 
 def is_lp(structure: ConeStructure) -> bool:

@@ -19,7 +19,7 @@ from cvxlpgd.errors import warn_user
 from cvxlpgd.gradients.base import ChunkGradient, ItemRecord, SolvedChunk
 from cvxlpgd.gradients.lagrangian import SIGNS, Step, finite_difference, perturbed_program, proximal_P
 from cvxlpgd.program import DataGradient, ProgramBatch
-from cvxlpgd.solvers.base import ConeSolver, Workspace
+from cvxlpgd.solvers.base import ConeSolver, Workspace, solves_many
 
 # Re-solve accuracy as a fraction of the perturbation |tau (dx, dy)|_inf: a warm re-solve stops
 # within its tolerance of the optimum, and at small tau the change LPGD measures is of that order
@@ -70,6 +70,52 @@ class ChunkReSolves:
     def item(self, i: int, star: Solution) -> ItemReSolver:
         return ItemReSolver(self, self.program.item(i), star)
 
+    def solve_ahead(self, items: Sequence[ItemInput], first_re_solves: FirstReSolves) -> None:
+        """The re-solves each item's gradient starts with, for all items at once: one
+        ``solve_many`` per workspace (proximal weight) and side, where the backend has it and
+        the items share their matrices (a side's programs are as many as the forward's, so a
+        backend's model of the forward's size serves them); each item's logic then finds its
+        results waiting."""
+        if not (solves_many(self.solver) and self.program.shared_matrices):
+            return
+        requests: dict[tuple[float, int], list[_ReSolve]] = {}
+        for item in items:
+            for sign, step in first_re_solves(item.resolver, item.dx, item.dy):
+                program = item.resolver.program(sign, step, item.dx, item.dy)
+                eps = re_solve_eps(step, item.dx, item.dy)
+                requests.setdefault((step.rho, sign), []).append(
+                    _ReSolve(item.resolver, sign, step, program, eps)
+                )
+        for (rho, _), group in requests.items():
+            solutions = self.solver.solve_many(
+                [r.program for r in group],
+                [r.resolver.star for r in group],
+                self.workspace(rho),
+                [r.eps for r in group],
+            )
+            for request, solution in zip(group, solutions, strict=True):
+                request.resolver.ahead[(request.sign, request.step)] = solution
+
+
+@dataclass(frozen=True)
+class ItemInput:
+    """One item's re-solver and incoming gradients."""
+
+    resolver: ItemReSolver
+    dx: np.ndarray
+    dy: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class _ReSolve:
+    """One perturbed program to solve ahead for an item."""
+
+    resolver: ItemReSolver
+    sign: int
+    step: Step
+    program: ConeProgram
+    eps: float
+
 
 @dataclass
 class ItemReSolver:
@@ -79,11 +125,19 @@ class ItemReSolver:
     base: ConeProgram
     star: Solution
     _P_rho: dict[float, sp.csc_array | None] = field(default_factory=dict)
+    # (sign, step) -> the re-solve the chunk did for this item ahead (ChunkReSolves.solve_ahead)
+    ahead: dict[tuple[int, Step], Solution] = field(default_factory=dict)
 
-    def perturbed(self, sign: int, step: Step, dx: np.ndarray, dy: np.ndarray | None, eps: float) -> Solution:
+    def program(self, sign: int, step: Step, dx: np.ndarray, dy: np.ndarray | None) -> ConeProgram:
         if step.rho not in self._P_rho:
             self._P_rho[step.rho] = self.chunk.P_rho(self.base, step.rho)
-        program = perturbed_program(self.base, self._P_rho[step.rho], self.star, dx, dy, sign, step)
+        return perturbed_program(self.base, self._P_rho[step.rho], self.star, dx, dy, sign, step)
+
+    def perturbed(self, sign: int, step: Step, dx: np.ndarray, dy: np.ndarray | None, eps: float) -> Solution:
+        solved = self.ahead.pop((sign, step), None)
+        if solved is not None:
+            return solved
+        program = self.program(sign, step, dx, dy)
         workspace = self.chunk.workspace(step.rho)
         return self.chunk.solver.solve(program, warm_start=self.star, workspace=workspace, eps=eps)
 
@@ -138,6 +192,10 @@ def lpgd_gradient(
     return None
 
 
+# (re-solver, dx, dy) -> the (sign, step) re-solves its item's gradient starts with
+FirstReSolves = Callable[[ItemReSolver, np.ndarray, "np.ndarray | None"], Sequence[tuple[int, Step]]]
+
+
 # (re-solver, dx, dy, record) -> the item's data gradient, or None when it has none
 ItemGradient = Callable[[ItemReSolver, np.ndarray, "np.ndarray | None", ItemRecord], "DataGradient | None"]
 
@@ -150,21 +208,30 @@ def differentiate_items(
     dy: np.ndarray | None,
     start: int,
     item_gradient: ItemGradient,
+    first_re_solves: FirstReSolves | None = None,
 ) -> ChunkGradient:
     """The per-item loop every LPGD variant shares: ``item_gradient(resolver, dx_i, dy_i, record)``
     for each usable forward solution; the records of items with something to report are kept,
-    with a note when dependent equality rows explain infeasible re-solves."""
+    with a note when dependent equality rows explain infeasible re-solves. The re-solves that
+    ``first_re_solves`` names are solved for all items first, in one call where the backend
+    can (the item logic is the same either way)."""
     chunk = ChunkReSolves.of(solver, program, solved)
+    items = {
+        i: ItemInput(chunk.item(i, star), dx[i], None if dy is None else dy[i])
+        for i, star in enumerate(solved.solutions)
+        if star.usable
+    }
+    if first_re_solves is not None:
+        chunk.solve_ahead(list(items.values()), first_re_solves)
     grads: list[DataGradient | None] = []
     records: dict[int, ItemRecord] = {}
     note: str | None = None
-    for i, star in enumerate(solved.solutions):
-        if not star.usable:
+    for i in range(len(solved.solutions)):
+        if i not in items:
             grads.append(None)
             continue
-        record, resolver = ItemRecord(), chunk.item(i, star)
-        item_dy = None if dy is None else dy[i]
-        grads.append(item_gradient(resolver, dx[i], item_dy, record))
+        record, resolver, item_dy = ItemRecord(), items[i].resolver, items[i].dy
+        grads.append(item_gradient(resolver, items[i].dx, item_dy, record))
         if record.eventful:
             records[start + i] = record
         if note is None and item_dy is not None and INFEASIBLE in record.failed.values():

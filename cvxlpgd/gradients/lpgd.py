@@ -17,7 +17,7 @@ from cvxlpgd.gradients.base import ChunkGradient, ItemRecord, SolvedChunk
 from cvxlpgd.gradients.engine import ItemReSolver, differentiate_items, lpgd_gradient, warn_unresolvable
 from cvxlpgd.gradients.lagrangian import SIDE_NAMES, SIGNS, Side, Step
 from cvxlpgd.program import ConicForm, ProgramBatch
-from cvxlpgd.solvers.base import ConeSolver
+from cvxlpgd.solvers.base import ConeSolver, solves_many
 
 _MAX_LISTED = 5
 DEFAULT_TAU = 1.0
@@ -94,7 +94,10 @@ class LPGD(ReSolvingMethod):
         def item_gradient(resolver: ItemReSolver, dx_i, dy_i, record: ItemRecord):
             return lpgd_gradient(resolver, dx_i, dy_i, [self.step], self.fallback, record)
 
-        return differentiate_items(solver, program, solved, dx, dy, start, item_gradient)
+        def first_re_solves(resolver: ItemReSolver, dx_i, dy_i) -> list[tuple[int, Step]]:
+            return [(sign, self.step) for sign in SIGNS[self.side]]
+
+        return differentiate_items(solver, program, solved, dx, dy, start, item_gradient, first_re_solves)
 
     def report(self, results: list[ChunkGradient], raise_errors: bool) -> None:
         """Failed re-solves: raise (or warn) for items left without a gradient; warn once for
@@ -142,13 +145,18 @@ class LPGD(ReSolvingMethod):
 def solve_chunk(
     solver: ConeSolver, program: ProgramBatch, keep_state: bool, warm_starts: list[Solution]
 ) -> SolvedChunk:
-    """Solve a chunk's items in order, sharing one workspace where the backend reuses it. The
-    workspace is kept (when allowed) for the re-solves, which have the same matrices."""
+    """Solve a chunk's items, sharing one workspace where the backend reuses it, in one call
+    where it solves many programs of one structure at once. The workspace is kept (when
+    allowed) for the re-solves, which have the same matrices."""
     workspace = {} if solver.reuses_workspace and program.shared_matrices else None
-    solutions = [
-        solver.solve(program.item(i), warm_start=_usable(warm_starts, i), workspace=workspace)
-        for i in range(program.batch_size)
-    ]
+    items = [program.item(i) for i in range(program.batch_size)]
+    starts = [_usable(warm_starts, i) for i in range(program.batch_size)]
+    if program.shared_matrices and solves_many(solver):
+        solutions = solver.solve_many(items, starts, workspace)
+    else:
+        solutions = [
+            solver.solve(p, warm_start=w, workspace=workspace) for p, w in zip(items, starts, strict=True)
+        ]
     return SolvedChunk(solutions, workspace if keep_state else None)
 
 

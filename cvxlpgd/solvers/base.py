@@ -73,6 +73,14 @@ class ConeSolver(Protocol):
     solution off by the solver's usual tolerance would swamp a small one. A user's ``solve`` may
     leave the keyword out; it is then never passed (fine for an exact backend).
 
+    ``solve_many(programs, warm_starts, workspace=None, eps=None)``, for a backend that declares
+    ``solves_many = True`` (default False), returns the ``Solution`` of each of several programs of
+    one structure (the same ``A``, ``P`` and cones; other ``b`` and ``c``), with a warm start (or
+    None) and an ``eps`` (or None) per program, as ``solve`` would; the layer then hands it a
+    chunk's forward solves, and LPGD's first re-solves of all its items, at once. Each result
+    must not depend on the other programs of the call (the layer's results may not depend on an
+    item's batch neighbours). Without it, the layer calls ``solve`` per item.
+
     ``solver_args`` reach a user's object through an optional ``with_settings(args)`` method that
     returns a configured backend (the object itself stays as it is); without one, the layer uses
     the object as is and refuses non-empty ``solver_args``.
@@ -87,6 +95,7 @@ class ConeSolver(Protocol):
     eps: float
     tightest_eps: float
     diffcp: DiffcpMethod | None
+    solves_many: bool
 
     def solve(
         self,
@@ -112,6 +121,12 @@ class SimplexBackend:
     eps = 0.0
     tightest_eps = 0.0
     diffcp = None
+    solves_many = False
+
+
+def solves_many(solver: ConeSolver) -> bool:
+    """Whether ``solver`` has the batched entry ``solve_many`` (a user's object may lack the flag)."""
+    return getattr(solver, "solves_many", False) is True
 
 
 # The tightest tolerance the built-in conic backends ask of their solvers, whatever eps they get.

@@ -71,6 +71,9 @@ class CustomSolver:
         self.settings = dict(_attribute(backend, "settings", {}, Mapping))
         self.eps = _tolerance(backend, "eps")
         self.tightest_eps = _tolerance(backend, "tightest_eps")
+        self.solves_many = _attribute(backend, "solves_many", False, bool)
+        if self.solves_many and not callable(getattr(backend, "solve_many", None)):
+            raise TypeError(f"The solver object {name!r} declares solves_many but has no method solve_many.")
 
     def configured(self, solver_args: Mapping[str, Any]) -> CustomSolver:
         """This backend, or the one its ``with_settings(solver_args)`` returns for non-empty args,
@@ -97,6 +100,23 @@ class CustomSolver:
         solution = self.backend.solve(program, warm_start=warm_start, workspace=workspace, **extra)
         self._check(program, solution)
         return solution
+
+    def solve_many(
+        self,
+        programs: list[ConeProgram],
+        warm_starts: list[Solution | None],
+        workspace: Workspace | None = None,
+        eps: list[float | None] | None = None,
+    ) -> list[Solution]:
+        solutions = list(self.backend.solve_many(programs, warm_starts, workspace=workspace, eps=eps))
+        if len(solutions) != len(programs):
+            raise ValueError(
+                f"Solver {self.name!r} returned {len(solutions)} solutions from solve_many for "
+                f"{len(programs)} programs."
+            )
+        for program, solution in zip(programs, solutions, strict=True):
+            self._check(program, solution)
+        return solutions
 
     def _check(self, program: ConeProgram, solution: object) -> None:
         if not isinstance(solution, Solution):

@@ -8,14 +8,33 @@ presolve, so that an item's result depends on that item alone; a start from the 
 basis did not pay. Per item at batch 128, forward + default backward, against that start with
 presolve: 12 x 12 grid path 3.5 vs 4.3 ms, 5 x 5 path 0.92 vs 1.13 ms, dense LP 50 x 20 1.6 vs
 2.1 ms. One HiGHS model per chunk is kept, and only changed costs and bounds are passed in.
+
+Small LPs are solved many at a time (``solve_many``: a chunk's forward solves, and the first
+LPGD re-solves of all its items): up to ``STACK_MAX_ITEMS`` items of at most ``STACK_NNZ_LIMIT``
+nonzeros as one block-diagonal HiGHS model, since HiGHS's fixed cost per run is most of such a
+solve (forward + default backward per item at batch 128: 0.62-0.65x on the 5 x 5 grid path,
+0.45-0.47x on the knapsack LP; benchmarks/stacked.py). A run that does not end optimal (a block infeasible,
+unbounded, or at a limit) is not split: each of its items is solved alone. Each item's ``x``,
+``y``, ``s`` are recomputed from its own block of the final basis (highs_vertex.py), and that
+block is its ``Solution.basis``, so re-solves start from it as from a single solve's basis.
+What this guarantees: every item gets an optimal solution of its own program, with its own
+status. Where its optimal basis is unique, HiGHS ends on that basis whatever the neighbours, so
+its results are bitwise those of the item alone, in any group, chunking or order. Under ties
+(several optimal bases: a degenerate vertex, or several optimal vertices), which optimal basis a
+block ends on can depend on its neighbours: ``x`` is the same point where the optimal ``x`` is
+unique (to rounding, when two bases give it), but ``y`` (where duals are not unique), the vertex
+chosen among tied ones, and what re-solves from that basis return may differ from the item's
+solve alone. ``Solution.iterations`` of a stacked item is the whole run's count. Mixed-integer
+programs (a stacked branch and bound would couple the searches) and QPs are solved per item.
 """
 
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +62,7 @@ from cvxlpgd.solvers.base import (
     types_of,
 )
 from cvxlpgd.solvers.highs_bounds import BoundRows, ColumnBounds
+from cvxlpgd.solvers.highs_vertex import BasisSystem, LpValues, vertices
 
 
 def _construct_once_quietly() -> None:
@@ -116,6 +136,7 @@ def _rejected_option(options: tuple[tuple[str, Any], ...]) -> str | None:
 
 class HighsSolver(SimplexBackend):
     name = "HIGHS"
+    solves_many = True
 
     def __init__(self, solver_args: Mapping[str, Any]):
         common, own = split_common("HIGHS", solver_args)
@@ -136,18 +157,22 @@ class HighsSolver(SimplexBackend):
         if rejected is not None:
             raise ValueError(f"HIGHS rejected the setting {rejected} (out of range or not an allowed value).")
 
-    def _build(self, program: ConeProgram) -> _Model:
-        check_cones(self.name, self.cones, program.dims)
+    def _new_highs(self, lp: bool) -> highspy.Highs:
         highs = highspy.Highs()
         for key, value in self._options:
             highs.setOptionValue(key, value)
-        n = program.c.size
-        integrality = program.integrality
-        if integrality is None and "presolve" not in self.settings:
+        if lp and "presolve" not in self.settings:
             # Every LP solve starts cold or from a basis, where presolve cost more than it saved:
             # 2.0x on the 5 x 5 and 12 x 12 grid paths, 2.2x on the dense LP, 1.3x on sparse LPs
             # of 2,000 and 20,000 variables. A branch and bound keeps it.
             highs.setOptionValue("presolve", "off")
+        return highs
+
+    def _build(self, program: ConeProgram) -> _Model:
+        check_cones(self.name, self.cones, program.dims)
+        n = program.c.size
+        integrality = program.integrality
+        highs = self._new_highs(lp=integrality is None)
         bounds = BoundRows.of(program)
         if integrality is None:
             model = _Model(highs, bounds, np.full(n, -np.inf), np.full(n, np.inf))
@@ -206,26 +231,107 @@ class HighsSolver(SimplexBackend):
             highs.clearSolver()
             if mixed_integer and warm_start is not None and warm_start.usable:
                 highs.setSolution(n, _indices(n), warm_start.x)
-        self._set_strategy(highs, start, program)
+        self._set_strategy(highs, start is not None, start is not None and np.array_equal(start.b, program.b))
         self._run(highs)
         if start is not None and highs.getModelStatus() != _Status.kOptimal:
             # A warm start must not turn a solvable item into a failure: HiGHS can stop with
             # "Unknown" from a basis (2 of 18,000 neighbour starts on random LPs); run it cold.
             iterations = _iteration_count(highs)
             highs.clearSolver()
-            self._set_strategy(highs, None, program)
+            self._set_strategy(highs, warm=False, same_b=False)
             self._run(highs)
             return model.solution(program, self._tolerance, earlier_iterations=iterations)
         return model.solution(program, self._tolerance)
 
-    def _set_strategy(self, highs: highspy.Highs, start: _Start | None, program: ConeProgram) -> None:
-        """From a basis, the simplex that keeps it feasible; cold, HiGHS's default (or the user's)."""
+    def solve_many(
+        self,
+        programs: Sequence[ConeProgram],
+        warm_starts: Sequence[Solution | None],
+        workspace: Workspace | None = None,
+        eps: Sequence[float | None] | None = None,
+    ) -> list[Solution]:
+        """Programs of one structure: small LPs in groups of up to ``stack_size`` items, each
+        group as one block-diagonal HiGHS model (HiGHS's fixed cost per run is most of a small
+        LP's solve), every item's values recomputed from its own block of the final basis (see
+        the module docstring for what that guarantees); other programs one by one."""
+        del eps  # a vertex is exact: see SimplexBackend
+        size = stack_size(programs[0]) if programs else 0
+        if size == 0:
+            return [
+                self.solve(p, warm_start=w, workspace=workspace)
+                for p, w in zip(programs, warm_starts, strict=True)
+            ]
+        workspace = {} if workspace is None else workspace
+        if "highs_block" not in workspace:
+            check_cones(self.name, self.cones, programs[0].dims)
+            workspace["highs_block"] = _Block.of(programs[0])
+        block: _Block = workspace["highs_block"]
+        solutions: list[Solution] = []
+        for first in range(0, len(programs), size):
+            group, starts = programs[first : first + size], warm_starts[first : first + size]
+            stacked = self._solve_stacked(block, group, starts, workspace) if len(group) > 1 else None
+            if stacked is None:  # a group of one, or a failed run: each item alone
+                stacked = [
+                    self._own_vertex(block, p, self.solve(p, w, workspace), workspace)
+                    for p, w in zip(group, starts, strict=True)
+                ]
+            solutions += stacked
+        return solutions
+
+    def _solve_stacked(
+        self,
+        block: _Block,
+        programs: Sequence[ConeProgram],
+        warm_starts: Sequence[Solution | None],
+        workspace: Workspace,
+    ) -> list[Solution] | None:
+        """One HiGHS run for ``programs`` stacked, from the items' own bases when every item
+        has one (else cold: some blocks' bases are no basis of the model); None unless every
+        block ends optimal (the run's status is the whole model's, so a failed block is found
+        by solving each alone)."""
+        stacks = workspace.setdefault("highs_stacks", {})
+        if len(programs) not in stacks:
+            stacks[len(programs)] = _Stack.of(self._new_highs(lp=True), block, len(programs))
+        stack: _Stack = stacks[len(programs)]
+        stack.update(programs)
+        starts = [w.basis if w is not None and isinstance(w.basis, _Start) else None for w in warm_starts]
+        warm = all(start is not None for start in starts)
+        if warm:
+            stack.highs.setBasis(_joined([start.basis for start in starts]))
+        else:
+            stack.highs.clearSolver()
+        same_b = warm and all(np.array_equal(st.b, p.b) for st, p in zip(starts, programs, strict=True))
+        self._set_strategy(stack.highs, warm, same_b)
+        self._run(stack.highs)
+        if stack.highs.getModelStatus() != _Status.kOptimal:
+            return None
+        return stack.solutions(programs)
+
+    def _own_vertex(
+        self, block: _Block, program: ConeProgram, solution: Solution, workspace: Workspace
+    ) -> Solution:
+        """An item solved alone, its values recomputed from its basis as a stacked block's are,
+        so that it is the same whether its group failed or not, and whatever the group size."""
+        if not isinstance(solution.basis, _Start):
+            return solution
+        model: _Model = workspace["highs"]
+        values = block.vertex(program, model.columns, solution.basis.basis)
+        if values is None:
+            return solution
+        outcome = _Outcome(solution.status, solution.solver_status, solution.iterations)
+        return _conic_solution(
+            program, block.bounds, model.columns, outcome, values, solution.basis, self._tolerance
+        )
+
+    def _set_strategy(self, highs: highspy.Highs, warm: bool, same_b: bool) -> None:
+        """From a basis, the simplex that keeps it feasible (primal when it was optimal for the
+        same ``b``); cold, HiGHS's default (or the user's)."""
         if "simplex_strategy" in self.settings:
             return
-        if start is None:
+        if not warm:
             highs.setOptionValue("simplex_strategy", DEFAULTS["simplex_strategy"])
         else:
-            highs.setOptionValue("simplex_strategy", _PRIMAL if np.array_equal(start.b, program.b) else _DUAL)
+            highs.setOptionValue("simplex_strategy", _PRIMAL if same_b else _DUAL)
 
     def _run(self, highs: highspy.Highs) -> None:
         """HiGHS keeps one task scheduler per thread, sized by the first run on that thread, and a
@@ -246,33 +352,51 @@ class HighsSolver(SimplexBackend):
         highspy.Highs.resetThreadScheduler(True)
 
 
-# Basis status codes and back, by table: converting each status through int() costs 10x more.
-_STATUSES = tuple(highspy.HighsBasisStatus.__members__.values())
-_CODES = {status: code for code, status in enumerate(_STATUSES)}
+# Basis status codes and back: a status's ``value`` is read 5x faster than it hashes (pybind11
+# makes a new object for each status of a list), and a table turns codes back into statuses.
+_STATUSES = tuple(sorted(highspy.HighsBasisStatus.__members__.values(), key=lambda status: status.value))
+_VALUE = operator.attrgetter("value")
+
+
+def _codes(statuses: list[highspy.HighsBasisStatus]) -> np.ndarray:
+    return np.fromiter(map(_VALUE, statuses), dtype=np.uint8, count=len(statuses))
+
+
+def _statuses(codes: np.ndarray) -> list[highspy.HighsBasisStatus]:
+    return [_STATUSES[code] for code in codes.tolist()]
 
 
 class Basis:
-    """A HiGHS basis that pickles, so that a forward solve's basis can travel to the worker that
-    runs the item's re-solves: highspy's ``HighsBasis`` does not pickle, so it travels as its
-    status codes (and is rebuilt there); in this process it is used as it is, at no cost."""
+    """A HiGHS basis, held as highspy's ``HighsBasis`` or as status codes (columns, rows), each
+    made from the other on first need (about 0.2 us per status either way): a single solve's
+    basis comes as the first, a stacked solve's blocks as the second. It pickles as its codes,
+    so that a forward solve's basis can travel to the worker that runs the item's re-solves."""
 
-    __slots__ = ("highs",)
+    __slots__ = ("_highs", "_codes")
 
-    def __init__(self, highs: highspy.HighsBasis):
-        self.highs = highs
+    def __init__(
+        self, highs: highspy.HighsBasis | None = None, codes: tuple[np.ndarray, np.ndarray] | None = None
+    ):
+        self._highs, self._codes = highs, codes
+
+    @property
+    def highs(self) -> highspy.HighsBasis:
+        if self._highs is None:
+            columns, rows = self._codes
+            basis = highspy.HighsBasis()
+            basis.col_status, basis.row_status = _statuses(columns), _statuses(rows)
+            basis.valid, basis.alien, basis.was_alien = True, False, False
+            self._highs = basis
+        return self._highs
+
+    @property
+    def codes(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._codes is None:
+            self._codes = _codes(self._highs.col_status), _codes(self._highs.row_status)
+        return self._codes
 
     def __reduce__(self) -> tuple:
-        b = self.highs
-        codes = [bytes(_CODES[status] for status in statuses) for statuses in (b.col_status, b.row_status)]
-        return Basis._from_codes, (*codes, b.valid, b.alien, b.was_alien)
-
-    @staticmethod
-    def _from_codes(columns: bytes, rows: bytes, valid: bool, alien: bool, was_alien: bool) -> Basis:
-        basis = highspy.HighsBasis()
-        basis.col_status = [_STATUSES[code] for code in columns]
-        basis.row_status = [_STATUSES[code] for code in rows]
-        basis.valid, basis.alien, basis.was_alien = valid, alien, was_alien
-        return Basis(basis)
+        return Basis, (None, self.codes)
 
 
 @functools.lru_cache(maxsize=32)
@@ -309,11 +433,7 @@ class _Model:
         self.columns = self.bounds.column_bounds(b, self.lower, self.upper)
 
     def row_bounds(self, program: ConeProgram) -> tuple[np.ndarray, np.ndarray]:
-        """Zero-cone rows are equalities ``A_i x = b_i``, nonnegative-cone rows ``A_i x <= b_i``."""
-        kept = self.bounds.kept
-        upper = program.b[kept]
-        lower = np.where(kept < program.dims.zero, upper, -np.inf)
-        return lower, upper
+        return _row_bounds(self.bounds, program)
 
     def update(self, program: ConeProgram) -> None:
         """Change what differs from the program HiGHS holds (an LPGD re-solve of a cost
@@ -328,11 +448,9 @@ class _Model:
             self.highs.changeColsBounds(n, _indices(n), self.columns.lower, self.columns.upper)
 
     def solution(self, program: ConeProgram, tolerance: float, earlier_iterations: int = 0) -> Solution:
-        """The solution HiGHS holds for ``program``, the one it was just given: read once, as
-        float arrays (a typed conversion of HiGHS's lists costs half an untyped one). An LP
-        iterate at a limit is judged by its residuals against ``tolerance``.
+        """The solution HiGHS holds for ``program``, the one it was just given.
         ``earlier_iterations``: those of a run that was discarded, counted in."""
-        highs, bounds, b = self.highs, self.bounds, program.b
+        highs = self.highs
         raw = highs.getModelStatus()
         mixed_integer = program.integrality is not None
         if raw in _LIMITS:
@@ -340,36 +458,242 @@ class _Model:
             status = OPTIMAL_INACCURATE if mixed_integer and has_point else ITERATION_LIMIT
         else:
             status = _STATUS.get(raw, SOLVER_ERROR)
-        m, basis = b.size, None
-        cut_off = status == ITERATION_LIMIT and not mixed_integer  # an LP iterate, judged below
-        if status in (OPTIMAL, OPTIMAL_INACCURATE) or cut_off:
-            result = highs.getSolution()
-            x = _floats(result.col_value)
-            s = np.empty(m)
-            s[bounds.kept] = b[bounds.kept] - _floats(result.row_value)
-            s[bounds.rows] = bounds.slack(b, x)
-            if mixed_integer:  # constraint duals are not defined: zeros (no gradient uses them)
-                y = np.zeros(m)
-            else:
-                # HiGHS: c + Px - A'r - d = 0;  cvxlpgd: c + Px + A'y = 0 with y >= 0 on A_i x <= b_i.
-                y = np.empty(m)
-                y[bounds.kept] = -_floats(result.row_dual)
-                y[bounds.rows] = bounds.duals(self.columns, _floats(result.col_dual))
-            status = judged(program, status, x, y, s, tolerance)
-            if status == OPTIMAL and not mixed_integer:
+        values = basis = None
+        if status in (OPTIMAL, OPTIMAL_INACCURATE, ITERATION_LIMIT):
+            values = _read_values(highs)
+            if not mixed_integer:
                 basis = _Start(Basis(highs.getBasis()), self.b)
-        if status not in (OPTIMAL, OPTIMAL_INACCURATE):
-            x, y, s = np.full(program.c.size, np.nan), np.full(m, np.nan), np.full(m, np.nan)
-        iterations = earlier_iterations + _iteration_count(highs)
-        return Solution(
-            x=x,
-            y=y,
-            s=s,
-            status=status,
-            solver_status=highs.modelStatusToString(raw),
-            iterations=iterations,
-            basis=basis,
+        return _conic_solution(
+            program,
+            self.bounds,
+            self.columns,
+            _Outcome(status, highs.modelStatusToString(raw), earlier_iterations + _iteration_count(highs)),
+            values,
+            basis,
+            tolerance,
         )
+
+
+def _row_bounds(bounds: BoundRows, program: ConeProgram) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-cone rows are equalities ``A_i x = b_i``, nonnegative-cone rows ``A_i x <= b_i``."""
+    kept = bounds.kept
+    upper = program.b[kept]
+    lower = np.where(kept < program.dims.zero, upper, -np.inf)
+    return lower, upper
+
+
+def _read_values(highs: highspy.Highs) -> LpValues:
+    """HiGHS's solution, read once, as float arrays (a typed conversion of HiGHS's lists costs
+    half an untyped one)."""
+    result = highs.getSolution()
+    columns, rows = (_floats(result.col_value), _floats(result.col_dual)), (_floats(result.row_value),)
+    return LpValues(columns[0], rows[0], columns[1], _floats(result.row_dual))
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How a run ended for one program: its status, HiGHS's words for it, its iterations."""
+
+    status: str
+    solver_status: str
+    iterations: int
+
+
+def _conic_solution(
+    program: ConeProgram,
+    bounds: BoundRows,
+    columns: ColumnBounds,
+    outcome: _Outcome,
+    values: LpValues | None,
+    basis: _Start | None,
+    tolerance: float,
+) -> Solution:
+    """``program``'s solution from HiGHS-form values: an LP iterate at a limit is judged by its
+    residuals against ``tolerance``; the basis is kept for an LP's optimal vertex only."""
+    status, m = outcome.status, program.b.size
+    mixed_integer = program.integrality is not None
+    cut_off = status == ITERATION_LIMIT and not mixed_integer  # an LP iterate, judged below
+    if values is not None and (status in (OPTIMAL, OPTIMAL_INACCURATE) or cut_off):
+        x, y, s = _conic_point(bounds, program.b, columns, values, mixed_integer)
+        status = judged(program, status, x, y, s, tolerance)
+    if status not in (OPTIMAL, OPTIMAL_INACCURATE):
+        x, y, s = np.full(program.c.size, np.nan), np.full(m, np.nan), np.full(m, np.nan)
+    return Solution(
+        x=x,
+        y=y,
+        s=s,
+        status=status,
+        solver_status=outcome.solver_status,
+        iterations=outcome.iterations,
+        basis=basis if status == OPTIMAL and not mixed_integer else None,
+    )
+
+
+def _conic_point(
+    bounds: BoundRows, b: np.ndarray, columns: ColumnBounds, values: LpValues, mixed_integer: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x, y, s`` of the conic program from HiGHS-form values; every array may carry a leading
+    batch axis (the items of a stacked solve, at once)."""
+    x = values.col_value
+    s = np.empty(b.shape)
+    s[..., bounds.kept] = b[..., bounds.kept] - values.row_value
+    s[..., bounds.rows] = bounds.slack(b, x)
+    if mixed_integer:  # constraint duals are not defined: zeros (no gradient uses them)
+        return x, np.zeros(b.shape), s
+    # HiGHS: c + Px - A'r - d = 0;  cvxlpgd: c + Px + A'y = 0 with y >= 0 on A_i x <= b_i.
+    y = np.empty(b.shape)
+    y[..., bounds.kept] = -values.row_dual
+    y[..., bounds.rows] = bounds.duals(columns, values.col_dual)
+    return x, y, s
+
+
+# Stacked solves (HighsSolver.solve_many), measured in benchmarks/stacked.py: forward + default
+# backward per item, stacked / per item, batch 32 and 128: 5 x 5 grid path (A: 160 nonzeros)
+# 0.73-0.82 and 0.62-0.65, knapsack LP 2 x 32 (128) 0.58-0.59 and 0.45-0.47; stacking forced on
+# the dense LP 50 x 20 (1,100) 1.37 and 1.14, on the 12 x 12 grid path (1,056) 20 and 19.
+STACK_NNZ_LIMIT = 500  # an LP whose A has more nonzeros (bound rows included) is solved alone
+STACK_MAX_ITEMS = 32  # items per stacked run (64 measured no better)
+
+
+def stack_size(program: ConeProgram) -> int:
+    """How many items of ``program``'s structure one stacked HiGHS run takes (0: solve each
+    alone): LPs of at most ``STACK_NNZ_LIMIT`` nonzeros, ``STACK_MAX_ITEMS`` at a time."""
+    if program.P is not None or program.integrality is not None:
+        return 0  # a branch and bound of stacked MILPs couples the searches; QPs are not measured
+    return STACK_MAX_ITEMS if program.A.nnz <= STACK_NNZ_LIMIT else 0
+
+
+def _joined(bases: Sequence[Basis]) -> highspy.HighsBasis:
+    """The bases of the blocks as one basis of the stacked model."""
+    columns = np.concatenate([basis.codes[0] for basis in bases])
+    rows = np.concatenate([basis.codes[1] for basis in bases])
+    return Basis(codes=(columns, rows)).highs
+
+
+@dataclass(frozen=True)
+class _Block:
+    """What every item of a stacked solve shares: its bound rows and its other rows (as HiGHS
+    gets them, and dense for recomputing a vertex from its basis)."""
+
+    bounds: BoundRows
+    A: sp.csc_array  # the rows of A that stay rows (bounds.kept)
+    system: BasisSystem
+
+    @classmethod
+    def of(cls, program: ConeProgram) -> _Block:
+        bounds = BoundRows.of(program)
+        A = sp.csc_array(sp.csr_array(program.A)[bounds.kept])
+        return cls(bounds, A, BasisSystem.of(A.toarray()))
+
+    def column_bounds(self, program: ConeProgram) -> ColumnBounds:
+        n = program.c.size
+        return self.bounds.column_bounds(program.b, np.full(n, -np.inf), np.full(n, np.inf))
+
+    def stacked_A(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSC arrays (start, index, value) of ``k`` copies of ``A`` on the diagonal."""
+        r, A = self.A.shape[0], self.A
+        shifts = np.arange(k)
+        start = (A.indptr[:-1][None, :] + A.nnz * shifts[:, None]).ravel()
+        index = (A.indices[None, :] + r * shifts[:, None]).ravel()
+        return np.append(start, k * A.nnz).astype(np.int32), index.astype(np.int32), np.tile(A.data, k)
+
+    def vertex(self, program: ConeProgram, columns: ColumnBounds, basis: Basis) -> LpValues | None:
+        """One item's vertex from its basis, computed as a stacked item's (None: unread)."""
+        lower, upper = _row_bounds(self.bounds, program)
+        codes = np.concatenate(basis.codes)[None]
+        values, read = vertices(
+            self.system,
+            program.c[None],
+            np.concatenate([columns.lower, lower])[None],
+            np.concatenate([columns.upper, upper])[None],
+            codes,
+        )
+        if not read[0]:
+            return None
+        return LpValues(values.col_value[0], values.row_value[0], values.col_dual[0], values.row_dual[0])
+
+
+@dataclass
+class _Stack:
+    """A HiGHS model of ``k`` copies of one block, block-diagonal, block ``i`` in columns
+    ``i n .. (i+1) n`` and rows ``i r .. (i+1) r``; ``update`` swaps in other programs' costs
+    and right-hand sides, as ``_Model`` does for one, and keeps what they give per item as
+    (k, .) arrays."""
+
+    highs: highspy.Highs
+    block: _Block
+    k: int
+    c: np.ndarray | None = None  # (k, n)
+    b: np.ndarray | None = None  # (k, m)
+    columns: ColumnBounds | None = None  # each item's column bounds, (k, .) arrays
+    lower: np.ndarray | None = None  # (k, n + r): the bounds of each item's columns, then rows
+    upper: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, highs: highspy.Highs, block: _Block, k: int) -> _Stack:
+        (r, n) = block.A.shape
+        lp = highspy.HighsLp()
+        lp.num_col_, lp.num_row_ = k * n, k * r
+        lp.col_cost_ = np.zeros(k * n)
+        lp.col_lower_, lp.col_upper_ = np.zeros(k * n), np.zeros(k * n)
+        lp.row_lower_, lp.row_upper_ = np.zeros(k * r), np.zeros(k * r)
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = block.stacked_A(k)
+        highs.passModel(lp)
+        return cls(highs, block, k)
+
+    def update(self, programs: Sequence[ConeProgram]) -> None:
+        c = np.stack([p.c for p in programs])
+        if not np.array_equal(c, self.c):
+            self.highs.changeColsCost(c.size, _indices(c.size), c.ravel())
+            self.c = c
+        b = np.stack([p.b for p in programs])
+        if np.array_equal(b, self.b):
+            return
+        self.b = b
+        columns, rows = [], []
+        for i, p in enumerate(programs):  # items often share b (a cost parameter): reuse its bounds
+            same = i > 0 and np.array_equal(p.b, programs[i - 1].b)
+            columns.append(columns[-1] if same else self.block.column_bounds(p))
+            rows.append(rows[-1] if same else _row_bounds(self.block.bounds, p))
+        self.columns = ColumnBounds(
+            *(np.stack([getattr(cb, f) for cb in columns]) for f in ("lower", "upper", "share"))
+        )
+        row_lower, row_upper = np.stack([lo for lo, _ in rows]), np.stack([up for _, up in rows])
+        self.lower = np.hstack([self.columns.lower, row_lower])
+        self.upper = np.hstack([self.columns.upper, row_upper])
+        self.highs.changeRowsBounds(
+            row_lower.size, _indices(row_lower.size), row_lower.ravel(), row_upper.ravel()
+        )
+        size = self.columns.lower.size
+        self.highs.changeColsBounds(
+            size, _indices(size), self.columns.lower.ravel(), self.columns.upper.ravel()
+        )
+
+    def solutions(self, programs: Sequence[ConeProgram]) -> list[Solution] | None:
+        """Each block's solution after an optimal run, from its own block of the basis (None
+        when a block's basis cannot be read: the items are then solved alone)."""
+        joined = self.highs.getBasis()
+        k, (r, n) = self.k, self.block.A.shape
+        codes = np.hstack([_codes(joined.col_status).reshape(k, n), _codes(joined.row_status).reshape(k, r)])
+        values, read = vertices(self.block.system, self.c, self.lower, self.upper, codes)
+        if not read.all():
+            return None
+        # Every block ended optimal: no status to judge (``judged`` only reads iterates at a limit).
+        x, y, s = _conic_point(self.block.bounds, self.b, self.columns, values, mixed_integer=False)
+        words, iterations = self.highs.modelStatusToString(_Status.kOptimal), _iteration_count(self.highs)
+        return [
+            Solution(
+                x=x[i],
+                y=y[i],
+                s=s[i],
+                status=OPTIMAL,
+                solver_status=words,
+                iterations=iterations,
+                basis=_Start(Basis(codes=(codes[i, :n], codes[i, n:])), program.b.copy()),
+            )
+            for i, program in enumerate(programs)
+        ]
 
 
 _ITERATION_COUNTS = ("simplex_iteration_count", "qp_iteration_count", "ipm_iteration_count")

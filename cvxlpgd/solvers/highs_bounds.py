@@ -74,10 +74,11 @@ class BoundRows:
     def duals(self, bounds: ColumnBounds, col_dual: np.ndarray) -> np.ndarray:
         """Duals of the bound rows (>= 0) from HiGHS's column duals ``d`` (c + A'y - d = 0 over the
         kept rows): a column at its lower bound (d > 0) gives d / |a| to the row that sets that
-        bound, one at its upper bound (d < 0) gives -d / |a| likewise."""
-        pushing = np.where(self.is_lower, col_dual[self.cols], -col_dual[self.cols])
+        bound, one at its upper bound (d < 0) gives -d / |a| likewise. ``col_dual`` and
+        ``bounds.share`` may carry a leading batch axis (stacked items), as may ``slack``'s."""
+        pushing = np.where(self.is_lower, col_dual[..., self.cols], -col_dual[..., self.cols])
         return bounds.share * np.maximum(pushing, 0.0)
 
     def slack(self, b: np.ndarray, x: np.ndarray) -> np.ndarray:
         """``b - A x`` on the bound rows."""
-        return b[self.rows] - self.coef * x[self.cols]
+        return b[..., self.rows] - self.coef * x[..., self.cols]
