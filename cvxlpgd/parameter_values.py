@@ -193,11 +193,18 @@ class Flatten:
     def apply(self, values: Sequence[np.ndarray]) -> np.ndarray:
         batch = self.batching.batch_size
         self.shapes = [v.shape for v in values]
-        columns = []
-        for value, batched in zip(values, self.batching.batched_params, strict=True):
-            flat = value.reshape(batch if batched else 1, -1)
-            columns.append(np.broadcast_to(flat, (batch, flat.shape[1])))
-        return np.ascontiguousarray(np.hstack(columns)) if columns else np.zeros((batch, 0))
+        columns = [
+            value.reshape(batch, -1)
+            if batched
+            else np.broadcast_to(value.reshape(1, -1), (batch, value.size))
+            for value, batched in zip(values, self.batching.batched_params, strict=True)
+        ]
+        if not columns:
+            return np.zeros((batch, 0))
+        # A copy in C order either way: theta never shares memory with the caller's tensors.
+        if len(columns) == 1:
+            return np.array(columns[0], order="C")
+        return np.ascontiguousarray(np.hstack(columns))
 
     def adjoint(self, dtheta: np.ndarray) -> list[np.ndarray]:
         grads, offset = [], 0

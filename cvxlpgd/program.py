@@ -187,7 +187,7 @@ class ProgramBatch:
 
     def values(self, block: Block) -> np.ndarray | None:
         """The (B or 1, k) values of one block of conic data (None: a problem without ``P``)."""
-        return {Block.A: self.A_values, Block.b: self.b, Block.c: self.c, Block.P: self.P_values}[block]
+        return getattr(self, _VALUE_FIELDS[block])
 
     def item(self, i: int) -> ConeProgram:
         A, P = self._shared_matrices if self.shared_matrices else self._matrices(i)
@@ -228,6 +228,9 @@ class ProgramBatch:
     def _shared_matrices(self) -> tuple[sp.csc_array, sp.csc_array | None]:
         """Built once when every item has the same A and P (unless the maps built them)."""
         return self._matrices(0) if self.matrices is None else self.matrices
+
+
+_VALUE_FIELDS = {Block.A: "A_values", Block.b: "b", Block.c: "c", Block.P: "P_values"}
 
 
 def _row(values: np.ndarray, i: int) -> np.ndarray:
