@@ -35,6 +35,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--problems", nargs="*", help="subset of problem keys: lp qp sparsemax socp path")
     parser.add_argument("--solvers", nargs="*", default=["SCS", "CLARABEL"])
+    parser.add_argument(
+        "--batches",
+        nargs="*",
+        type=int,
+        help="batch sizes (default: 1 16 128; quick: 1 4), e.g. 1 for the batch-1 table",
+    )
     parser.add_argument("--no-scale", action="store_true", help="skip the scale sweep")
     parser.add_argument("--no-highs", action="store_true", help="skip HiGHS vs Clarabel and SCS on the LPs")
     parser.add_argument("--no-training", action="store_true", help="skip the DFL epoch and grid sweep")
@@ -52,8 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run the suite and write the report."""
     args = parse_args(argv)
     t0 = time.perf_counter()
-    batches = (1, 4) if args.quick else (1, 16, 128)
-    repeats = {1: 1, 4: 1} if args.quick else {1: 5, 16: 5, 128: 3}
+    batches = tuple(args.batches or ((1, 4) if args.quick else (1, 16, 128)))
+    repeats = {b: 1 if args.quick else 5 if b <= 16 else 3 for b in batches}
     sizes = (1_000,) if args.quick else (1_000, 10_000, 100_000)
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     peer_cls, peer_version = load_peer()

@@ -73,6 +73,8 @@ class Row:
     note: str = ""
     # median over repeats of (this variant's f+b) / (cvxpylayers' f+b in the same repeat)
     peer_ratio: float | None = None
+    # median over repeats of (this variant's forward) / (raw-build's in the same repeat)
+    raw_ratio: float | None = None
 
 
 @dataclass
@@ -153,6 +155,7 @@ def run_problem(
                     )
             _run_rounds(variants, repeats[batch], warmup=batch <= 16)
             peer_samples = next((v.samples.total for v in variants if v.name == "cvxpylayers"), [])
+            raw_samples = next((v.samples.forward for v in variants if v.name == "raw-build"), [])
             for v in variants:
                 stats = v.samples.per_item_ms(batch)
                 if stats["total"] is not None:
@@ -169,6 +172,7 @@ def run_problem(
                         len(v.samples.total),
                         v.note,
                         _paired_ratio(v.samples.total, peer_samples),
+                        _paired_ratio(v.samples.forward, raw_samples),
                     )
                 )
             if peer is None:

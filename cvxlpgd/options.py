@@ -68,6 +68,8 @@ class Options:
     ) -> Options:
         """These options with the given arguments applied (None: keep); each of ``solver``,
         ``gradient`` and ``executor`` may instead come as its cvxpylayers ``solver_args`` key."""
+        if solver is None and gradient is None and executor is None and not solver_args:
+            return self  # a plain call: the layer's options as they are (frozen, so shared safely)
         peer = split_peer_args(solver_args)
         solver = _one_of("solver", solver, "solve_method", peer.solver)
         gradient = _one_of("gradient", gradient, "mode", peer.gradient)

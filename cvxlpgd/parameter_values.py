@@ -112,21 +112,27 @@ def _check_positive(value: np.ndarray, param: cp.Parameter, index: int) -> None:
         )
 
 
+# The declared attributes whose values ``_check_attributes`` checks.
+_CHECKED_ATTRIBUTES = ("nonneg", "nonpos", "pos", "neg", "symmetric", "PSD", "NSD")
+
+
 def _check_attributes(param: cp.Parameter, index: int, value: np.ndarray, batched: bool) -> None:
     """Values must respect the parameter's declared attributes where a violation makes the conic
     program wrong or non-convex (a negative ``nonneg``, a clearly indefinite ``PSD``); where it
     stays well posed (0 for ``pos``, a slightly non-symmetric ``PSD``), warn with the fix."""
     attrs = param.attributes
+    if not any(attrs.get(attr) for attr in _CHECKED_ATTRIBUTES):
+        return  # most parameters: nothing to check, so no pass over the values
     items = value if batched else value[None]
     tol = ATTRIBUTE_TOLERANCE * max(1.0, float(np.abs(items).max(initial=0.0)))
     flat = items.reshape(items.shape[0], -1)
-    for attr, bad in (
-        ("nonneg", (flat < -tol).any(axis=1)),
-        ("nonpos", (flat > tol).any(axis=1)),
-        ("pos", (flat < 0).any(axis=1)),
-        ("neg", (flat > 0).any(axis=1)),
+    for attr, violated in (
+        ("nonneg", lambda: flat < -tol),
+        ("nonpos", lambda: flat > tol),
+        ("pos", lambda: flat < 0),
+        ("neg", lambda: flat > 0),
     ):
-        if attrs.get(attr) and bad.any():
+        if attrs.get(attr) and (bad := violated().any(axis=1)).any():
             _refuse(param, index, attr, bad, batched)
     for attr in ("pos", "neg"):
         if attrs.get(attr) and (flat == 0).any():
@@ -187,11 +193,18 @@ class Flatten:
     def apply(self, values: Sequence[np.ndarray]) -> np.ndarray:
         batch = self.batching.batch_size
         self.shapes = [v.shape for v in values]
-        columns = []
-        for value, batched in zip(values, self.batching.batched_params, strict=True):
-            flat = value.reshape(batch if batched else 1, -1)
-            columns.append(np.broadcast_to(flat, (batch, flat.shape[1])))
-        return np.ascontiguousarray(np.hstack(columns)) if columns else np.zeros((batch, 0))
+        columns = [
+            value.reshape(batch, -1)
+            if batched
+            else np.broadcast_to(value.reshape(1, -1), (batch, value.size))
+            for value, batched in zip(values, self.batching.batched_params, strict=True)
+        ]
+        if not columns:
+            return np.zeros((batch, 0))
+        # A copy in C order either way: theta never shares memory with the caller's tensors.
+        if len(columns) == 1:
+            return np.array(columns[0], order="C")
+        return np.ascontiguousarray(np.hstack(columns))
 
     def adjoint(self, dtheta: np.ndarray) -> list[np.ndarray]:
         grads, offset = [], 0

@@ -152,8 +152,9 @@ class Solve:
         self._check_statuses(solutions)
         x = np.stack([s.x for s in solutions])
         y = np.stack([s.y for s in solutions])
-        failed = np.array([not s.usable for s in solutions], dtype=bool)
-        x[failed], y[failed] = np.nan, np.nan
+        failed = [i for i, s in enumerate(solutions) if not s.usable]
+        if failed:
+            x[failed], y[failed] = np.nan, np.nan
         return x, y
 
     def adjoint(self, grad: tuple[np.ndarray, np.ndarray | None]) -> DataGradient:

@@ -64,9 +64,9 @@ class AffineMap:
     matrix: sp.csr_array  # (k, p)
     offset: np.ndarray  # (k,)
 
-    @property
+    @cached_property
     def constant(self) -> bool:
-        """True when no parameter enters: every item shares ``offset``."""
+        """True when no parameter enters: every item shares ``offset`` (asked on every call)."""
         return self.matrix.nnz == 0
 
     def apply(self, theta: np.ndarray) -> np.ndarray:
@@ -182,10 +182,12 @@ class ProgramBatch:
     batch_size: int
     shared_matrices: bool  # no parameter enters A or P: every item has the same matrices
     parametrized: frozenset[Block] = frozenset()  # the data blocks that parameters enter
+    # Those shared matrices where the maps built them already (once per layer, not per call).
+    matrices: tuple[sp.csc_array, sp.csc_array | None] | None = None
 
     def values(self, block: Block) -> np.ndarray | None:
         """The (B or 1, k) values of one block of conic data (None: a problem without ``P``)."""
-        return {Block.A: self.A_values, Block.b: self.b, Block.c: self.c, Block.P: self.P_values}[block]
+        return getattr(self, _VALUE_FIELDS[block])
 
     def item(self, i: int) -> ConeProgram:
         A, P = self._shared_matrices if self.shared_matrices else self._matrices(i)
@@ -213,6 +215,7 @@ class ProgramBatch:
             batch_size=stop - start,
             shared_matrices=self.shared_matrices,
             parametrized=self.parametrized,
+            matrices=self.matrices,
         )
 
     def _matrices(self, i: int) -> tuple[sp.csc_array, sp.csc_array | None]:
@@ -223,8 +226,11 @@ class ProgramBatch:
 
     @cached_property
     def _shared_matrices(self) -> tuple[sp.csc_array, sp.csc_array | None]:
-        """Built once when every item has the same A and P."""
-        return self._matrices(0)
+        """Built once when every item has the same A and P (unless the maps built them)."""
+        return self._matrices(0) if self.matrices is None else self.matrices
+
+
+_VALUE_FIELDS = {Block.A: "A_values", Block.b: "b", Block.c: "c", Block.P: "P_values"}
 
 
 def _row(values: np.ndarray, i: int) -> np.ndarray:
@@ -243,6 +249,7 @@ class ProblemMaps:
     P: AffineMap | None
 
     def apply(self, theta: np.ndarray) -> ProgramBatch:
+        shared = self.A.constant and (self.P is None or self.P.constant)
         return ProgramBatch(
             structure=self.structure,
             A_values=self.A.apply(theta),
@@ -250,11 +257,20 @@ class ProblemMaps:
             c=self.c.apply(theta),
             P_values=None if self.P is None else self.P.apply(theta),
             batch_size=theta.shape[0],
-            shared_matrices=self.A.constant and (self.P is None or self.P.constant),
+            shared_matrices=shared,
             parametrized=self.varying,
+            matrices=self._constant_matrices if shared else None,
         )
 
-    @property
+    @cached_property
+    def _constant_matrices(self) -> tuple[sp.csc_array, sp.csc_array | None]:
+        """A and P where no parameter enters them: the same in every call, so built once (read
+        only, like every item's matrices: the solvers copy what they change)."""
+        A = self.structure.A.matrix(self.A.offset)
+        P = None if self.structure.P is None else self.structure.P.matrix(self.P.offset)
+        return A, P
+
+    @cached_property
     def varying(self) -> frozenset[Block]:
         """The blocks of conic data that some parameter enters: the only ones whose gradient
         reaches the parameters."""
@@ -286,12 +302,17 @@ class Recovery:
     def apply(self, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
         """(B, n), (B, m) -> one (B, *shape) array per requested output (C order)."""
         flat = (self.matrix @ np.hstack([x, y]).T).T
-        sizes = np.cumsum([int(np.prod(s)) for s in self.shapes])[:-1]
         batch = x.shape[0]
         return [
-            part.reshape((batch, *shape))
-            for part, shape in zip(np.split(flat, sizes, axis=1), self.shapes, strict=True)
+            flat[:, start:stop].reshape((batch, *shape))
+            for (start, stop), shape in zip(self._columns, self.shapes, strict=True)
         ]
+
+    @cached_property
+    def _columns(self) -> list[tuple[int, int]]:
+        """Each output's range of columns in the flat outputs (the same in every call)."""
+        ends = np.cumsum([int(np.prod(s)) for s in self.shapes]).tolist()
+        return list(zip([0, *ends[:-1]], ends, strict=True))
 
     def adjoint(self, grads: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """One (B, *shape) gradient per output -> (dx (B, n), dy (B, m))."""

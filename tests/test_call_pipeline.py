@@ -112,3 +112,35 @@ def test_a_call_reuses_the_backend_built_with_the_layer():
     assert counter[0] == built + 1
     torch.testing.assert_close(changed, first, atol=1e-7, rtol=0)
     torch.testing.assert_close(first.detach(), torch.clamp(-cost.detach() / 2, -1, 1), atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_flatten_of_one_parameter_is_a_contiguous_copy(batched):
+    """One parameter: theta is its values row by row (broadcast when unbatched), in memory of
+    its own, so the conic data never alias the caller's tensor."""
+    value = RNG.standard_normal((5, 3, 2) if batched else (3, 2))
+    theta = Flatten(Batching(5, (batched,))).apply([value])
+    assert theta.shape == (5, 6) and theta.flags.c_contiguous and not np.shares_memory(theta, value)
+    expected = value.reshape(5, 6) if batched else np.tile(value.ravel(), (5, 1))
+    assert np.array_equal(theta, expected)
+
+
+@pytest.mark.parametrize("solver", ["SCS", "CLARABEL"])
+def test_constant_matrices_are_built_once_and_no_call_changes_them(solver):
+    """A and P that no parameter enters are built with the layer's first call and shared by every
+    later call (a call builds nothing the layer already built); solving, re-solving and
+    differentiating leave their entries as compiled, and the outputs stay those of a fresh layer."""
+    x, c = cp.Variable(4, name="x"), cp.Parameter(4, name="c")
+    G = RNG.standard_normal((3, 4))
+    problem = cp.Problem(cp.Minimize(c @ x + cp.sum_squares(x)), [G @ x <= 1, x >= -1])
+    layer = CvxpyLayer(problem, [c], [x], solver=solver)
+    maps = layer.compiled().maps
+    first = maps.apply(np.zeros((1, 4))).item(0)
+    costs = [torch.tensor(RNG.standard_normal((k, 4)), requires_grad=True) for k in (1, 3)]
+    for cost in costs:
+        (layer(cost)[0] * torch.arange(4.0, dtype=torch.float64)).sum().backward()
+    later = maps.apply(np.ones((2, 4))).item(1)
+    assert later.A is first.A and later.P is first.P
+    assert np.array_equal(first.A.data, maps.A.offset) and np.array_equal(first.P.data, maps.P.offset)
+    fresh = CvxpyLayer(problem, [c], [x], solver=solver)
+    torch.testing.assert_close(layer(costs[1])[0], fresh(costs[1])[0], atol=0, rtol=0)
