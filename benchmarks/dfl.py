@@ -22,6 +22,8 @@ Clarabel solves no MILP, so the ``-clarabel`` methods skip the knapsack.
 
   python -m benchmarks.dfl --quick              # one small cell per problem, printed
   python -m benchmarks.dfl --write              # the full grid, into benchmarks/RESULTS.md
+  python -m benchmarks.dfl --problems "shortest path" --train-sizes 1000 --degrees 4 --seeds 0 \
+      --epochs 5 --write --section dfl-epoch      # one cell, for CPU per epoch, in a section of its own
 
 A gradient variant, from Python:
   data = make_dataset("shortest path", train=100, test=1000, degree=4, seed=0)
@@ -403,6 +405,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--test", type=int)
     parser.add_argument("--write", action="store_true", help="write the tables into benchmarks/RESULTS.md")
+    parser.add_argument(
+        "--section",
+        default="dfl",
+        help="the RESULTS.md section --write replaces (default dfl: the full grid; dfl-epoch: a CPU run)",
+    )
     args = parser.parse_args(argv)
     overrides = {
         "train_sizes": args.train_sizes,
@@ -424,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(rows, grids, command.strip()) + f"\nWall time {time.perf_counter() - start:.0f} s.\n"
     print("\n" + text)
     if args.write:
-        write_section(Path(__file__).parent / "RESULTS.md", "dfl", text)
+        write_section(Path(__file__).parent / "RESULTS.md", args.section, text)
 
 
 if __name__ == "__main__":
