@@ -57,11 +57,6 @@ KNAPSACK_ITEMS, KNAPSACK_DIM, KNAPSACK_CAPACITY = 32, 2, 20.0
 FEATURES, NOISE = 5, 0.5
 PFYL_SAMPLES, PFYL_SIGMA, PFYL_SEED = 3, 1.0, 135
 ZERO_GRADIENT = 1e-6
-# The HiGHS backend re-solves an LP item from the previous item's basis with the primal simplex when
-# only the costs changed; that run ends in status "Unknown" on some items (a few in a thousand PFYL
-# solves of these paths), which the same item solved alone does not. The dual simplex solves them,
-# at about 6% more CPU per SPO+ step.
-HIGHS_LP_ARGS = {"simplex_strategy": 1}
 
 # One batch: features, true costs, true solutions, true optimal values (PyEPO's order).
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -86,8 +81,6 @@ class Dataset:
     def layer(self, solver: str, **kwargs) -> CvxpyLayer:
         """The CVXPY layer of this problem (costs in, decision out); kwargs go to ``CvxpyLayer``."""
         if self.problem == "shortest path":
-            if solver == "HIGHS":
-                kwargs.setdefault("solver_args", HIGHS_LP_ARGS)
             path = grid_shortest_path(5)
             return CvxpyLayer(path.problem, [path.cost], [path.flow], solver=solver, **kwargs)
         value = cp.Parameter(KNAPSACK_ITEMS, name="value")
@@ -340,7 +333,7 @@ def markdown(rows: list[dict], grids: tuple[Grid, ...], command: str) -> str:
             f"{g.problem}: {len(g.seeds)} seed(s), {g.epochs} epochs, {g.test} test samples" for g in grids
         )
         + ". Regret in % (PyEPO's normalized regret, mean over seeds); CPU: process CPU seconds per "
-        f"training epoch, all threads. HiGHS on the path LP with {HIGHS_LP_ARGS} (see HIGHS_LP_ARGS).",
+        "training epoch, all threads. Every layer with its solver's defaults.",
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),
         "",
