@@ -80,6 +80,16 @@ _ITERATION_LIMITS = ("simplex_iteration_limit", "ipm_iteration_limit", "qp_itera
 # a solve from a basis continues with the simplex that keeps it feasible (12 x 12 grid shortest
 # path, from another item's basis: 82 primal pivots, 104 dual, 2.0 against 2.8 ms).
 _PRIMAL, _DUAL = 4, 1
+# A large LP that starts cold, or from a basis optimal for costs far from its own, runs HiGHS's
+# interior point method with crossover (which ends on a vertex with a basis, as the simplex
+# does). On the LP of cvxpylayers #75 (5643 columns, 625 dense rows, 3.5 million nonzeros;
+# benchmarks/build_scale.py --part lp75), one thread, as highspy solves of the LP itself: cold
+# 5.1 s against 8.3-9.5 s for the dual simplex; after the default gradient's cost steps of
+# relative size 10 and 0.5, 5.1 s cold against 18 s and 14 s for the dual simplex from the
+# forward's basis, and over 100 s and 60 s for the primal simplex from it. Its small step (1e-3)
+# stays with the basis: about 40 primal pivots, 1 s in the layer.
+LARGE_LP_NONZEROS = 1_000_000
+FAR_COSTS = 0.1  # |c - c_basis| / |c_basis| from which a large LP's basis is not used
 
 _Status = highspy.HighsModelStatus
 _STATUS = {
@@ -200,6 +210,9 @@ class HighsSolver(SimplexBackend):
         # basis made each result depend on its batch neighbours, and did not pay (module docstring).
         basis = warm_start.basis if warm_start is not None and not mixed_integer else None
         start = basis if isinstance(basis, _Start) else None
+        interior = self._interior_point(program, start)
+        if interior:
+            start = None
         if start is not None:
             highs.setBasis(start.basis.highs)
         else:
@@ -207,6 +220,8 @@ class HighsSolver(SimplexBackend):
             if mixed_integer and warm_start is not None and warm_start.usable:
                 highs.setSolution(n, _indices(n), warm_start.x)
         self._set_strategy(highs, start, program)
+        if "solver" not in self.settings:
+            highs.setOptionValue("solver", "ipm" if interior else DEFAULTS["solver"])
         self._run(highs)
         if start is not None and highs.getModelStatus() != _Status.kOptimal:
             # A warm start must not turn a solvable item into a failure: HiGHS can stop with
@@ -217,6 +232,16 @@ class HighsSolver(SimplexBackend):
             self._run(highs)
             return model.solution(program, self._tolerance, earlier_iterations=iterations)
         return model.solution(program, self._tolerance)
+
+    def _interior_point(self, program: ConeProgram, start: _Start | None) -> bool:
+        """A large LP (``LARGE_LP_NONZEROS``), cold or from a basis ``FAR_COSTS`` away from its
+        costs, where the interior point method beats both simplex variants; not where the user
+        chose a solver."""
+        if "solver" in self.settings or program.integrality is not None or program.P is not None:
+            return False
+        if program.A.nnz < LARGE_LP_NONZEROS:
+            return False
+        return start is None or np.linalg.norm(program.c - start.c) > FAR_COSTS * np.linalg.norm(start.c)
 
     def _set_strategy(self, highs: highspy.Highs, start: _Start | None, program: ConeProgram) -> None:
         """From a basis, the simplex that keeps it feasible; cold, HiGHS's default (or the user's)."""
@@ -284,10 +309,12 @@ def _indices(k: int) -> np.ndarray:
 @dataclass(frozen=True)
 class _Start:
     """A final simplex basis (``Solution.basis`` of a HiGHS LP solve) and the right-hand side
-    it was optimal for, which decides the simplex that a re-solve from it continues with."""
+    it was optimal for, which decides the simplex that a re-solve from it continues with, and
+    the costs, whose distance decides whether a large LP uses it (``FAR_COSTS``)."""
 
     basis: Basis
     b: np.ndarray
+    c: np.ndarray
 
 
 @dataclass
@@ -357,7 +384,7 @@ class _Model:
                 y[bounds.rows] = bounds.duals(self.columns, _floats(result.col_dual))
             status = judged(program, status, x, y, s, tolerance)
             if status == OPTIMAL and not mixed_integer:
-                basis = _Start(Basis(highs.getBasis()), self.b)
+                basis = _Start(Basis(highs.getBasis()), self.b, self.c)
         if status not in (OPTIMAL, OPTIMAL_INACCURATE):
             x, y, s = np.full(program.c.size, np.nan), np.full(m, np.nan), np.full(m, np.nan)
         iterations = earlier_iterations + _iteration_count(highs)
