@@ -246,10 +246,12 @@ def test_cases_left_to_cvxpy() -> None:
     assert products(cp.sum_squares(A @ x - 1) + cp.norm(A @ x[::-1], 1)) == 2
     assert products(cp.sum(x), [x @ A <= 1, A.T @ x == 0, cp.SOC(cp.sum(x), A @ x)]) == 3
     assert products(cp.sum(cp.Variable(n, nonneg=True) @ A)) == 1  # via a copy of the variable
+    assert products(cp.norm(x @ A.T) + cp.norm(cp.matmul(A, 2 * x + X[:, 0]))) == 2
     assert products(cp.norm(nonneg @ x)) == 0  # CVXPY checks and lowers attributes
     assert products(cp.norm(small @ x[: n // 2 - 1])) == 0  # below MIN_ENTRIES
     assert products(cp.norm(A @ X)) == 0  # a matrix operand
     assert products(cp.norm((2 * A) @ x)) == 0  # not a bare parameter
+    assert products(cp.norm(A[:, : n // 2] @ x[: n // 2]) + cp.norm((A + nonneg) @ x)) == 0
     assert products(cp.norm(A @ q)) == 0  # no variable (and not DPP)
 
 
