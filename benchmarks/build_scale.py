@@ -263,11 +263,12 @@ def measure(
     settings: dict | None = None,
     cvxpy_solve: bool = True,
     save: str | None = None,
+    batch: int = 1,
 ) -> dict:
     """One worker's measurements (see the module docstring); prints the results so far after
     the build and after the forward (a timed-out worker still reports them). ``settings`` go
     over the layer's defaults, for the layer and CVXPY's own solve; ``save``: a ``.npz`` file
-    for the output and the gradients."""
+    for the output and the gradients; ``batch``: that many copies of the item."""
     import torch
 
     from cvxlpgd import CvxpyLayer, matrix_products
@@ -297,7 +298,8 @@ def measure(
     if solver is None:
         return result
     print(json.dumps(result), flush=True)
-    tensors = [torch.tensor(v, requires_grad=True) for v in values]
+    # A batch of copies of the one item (the solver's work per item is then the same).
+    tensors = [torch.tensor(np.stack([v] * batch) if batch > 1 else v, requires_grad=True) for v in values]
     weight = torch.tensor(np.random.default_rng(1).standard_normal(variables[0].shape))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # inaccurate-solve warnings: the status is reported
@@ -311,8 +313,9 @@ def measure(
             _, result["cvxpy_first_cpu_s"], result["cvxpy_first_wall_s"] = _timed(solve)
             _, result["cvxpy_cpu_s"], result["cvxpy_wall_s"] = _timed(solve)
             result["max_abs_x_difference"] = float(np.abs(x.detach().numpy() - variables[0].value).max())
+        result["batch"] = batch
         print(json.dumps(result), flush=True)
-        _, result["backward_cpu_s"], result["backward_wall_s"] = _timed(lambda: (x @ weight).backward())
+        _, result["backward_cpu_s"], result["backward_wall_s"] = _timed(lambda: (x @ weight).sum().backward())
     if save is not None:
         np.savez(save, x=x.detach().numpy(), **{f"grad{k}": t.grad.numpy() for k, t in enumerate(tensors)})
     return result
@@ -346,7 +349,8 @@ def run(
     if lines:
         result = json.loads(lines[-1])
         if returncode is None:
-            result["status"] = f"timed out after {timeout_s} s (backward)"
+            stage = "backward" if "forward_cpu_s" in result else "forward"
+            result["status"] = f"timed out after {timeout_s} s ({stage})"
         return result
     if returncode is None:
         return {"problem": name, "n": n, "path": path, "error": f"timed out after {timeout_s} s"}
@@ -416,6 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", type=json.loads, help="worker mode: solver settings, as JSON")
     parser.add_argument("--no-cvxpy", action="store_true", help="worker mode: skip CVXPY's own solve")
     parser.add_argument("--save", help="worker mode: a .npz file for the output and the gradients")
+    parser.add_argument("--batch", type=int, default=1, help="worker mode: copies of the item per call")
     parser.add_argument(
         "--part", choices=("build", "lp75"), default="build", help="sweep mode: which sweep (see above)"
     )
@@ -426,8 +431,9 @@ def main(argv: list[str] | None = None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (RLIMIT_BYTES, resource.getrlimit(resource.RLIMIT_AS)[1]))
         cvxpy_solve = not args.no_cvxpy
         result = measure(
-            args.problem, args.n, args.path, args.solve, args.gradient, args.settings, cvxpy_solve, args.save
-        )
+            args.problem, args.n, args.path, args.solve, args.gradient, args.settings, cvxpy_solve, args.save,
+            args.batch,
+        )  # fmt: skip
         print(json.dumps(result), flush=True)
         return
     if args.part == "lp75":

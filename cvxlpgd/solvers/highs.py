@@ -80,15 +80,19 @@ _ITERATION_LIMITS = ("simplex_iteration_limit", "ipm_iteration_limit", "qp_itera
 # a solve from a basis continues with the simplex that keeps it feasible (12 x 12 grid shortest
 # path, from another item's basis: 82 primal pivots, 104 dual, 2.0 against 2.8 ms).
 _PRIMAL, _DUAL = 4, 1
-# A large LP that starts cold, or from a basis optimal for costs far from its own, runs HiGHS's
-# interior point method with crossover (which ends on a vertex with a basis, as the simplex
-# does). On the LP of cvxpylayers #75 (5643 columns, 625 dense rows, 3.5 million nonzeros;
-# benchmarks/build_scale.py --part lp75), one thread, as highspy solves of the LP itself: cold
-# 5.1 s against 8.3-9.5 s for the dual simplex; after the default gradient's cost steps of
-# relative size 10 and 0.5, 5.1 s cold against 18 s and 14 s for the dual simplex from the
-# forward's basis, and over 100 s and 60 s for the primal simplex from it. Its small step (1e-3)
-# stays with the basis: about 40 primal pivots, 1 s in the layer.
-LARGE_LP_NONZEROS = 1_000_000
+# An LP with many dense rows that starts cold, or from a basis optimal for costs far from its
+# own, runs HiGHS's interior point method with crossover (which ends on a vertex with a basis, as
+# the simplex does). Cold solves in the layer, CPU s, simplex against interior point: the LP of
+# cvxpylayers #75 (625 dense rows, 5643 columns; benchmarks/build_scale.py --part lp75) 10.8-14
+# against 8.0-8.3; its generator with 624 rows x 2000 columns 4.3 against 3.4, 300 x 5643 2.1
+# against 2.7, 100 x 20,000 1.0 against 2.3; a banded sparse LP of 1.3 million nonzeros
+# (benchmarks/problems.py sparse_lp(170_000)) 5.5 against 26. And on the #75 LP, after the
+# default gradient's cost steps of relative size 10 and 0.5, as highspy solves of the LP itself:
+# 5.1 s cold against 18 s and 14 s for the dual simplex from the forward's basis, and over 100 s
+# and 60 s for the primal simplex from it; its small step (1e-3) stays with the basis (about 40
+# primal pivots, 1 s in the layer).
+DENSE_ROW_NONZEROS = 1000  # a row of the conic matrix with this many entries is dense
+DENSE_ROWS = 500  # the dense rows from which an LP takes the interior point method
 FAR_COSTS = 0.1  # |c - c_basis| / |c_basis| from which a large LP's basis is not used
 
 _Status = highspy.HighsModelStatus
@@ -234,12 +238,12 @@ class HighsSolver(SimplexBackend):
         return model.solution(program, self._tolerance)
 
     def _interior_point(self, program: ConeProgram, start: _Start | None) -> bool:
-        """A large LP (``LARGE_LP_NONZEROS``), cold or from a basis ``FAR_COSTS`` away from its
+        """An LP with ``DENSE_ROWS`` dense rows, cold or from a basis ``FAR_COSTS`` away from its
         costs, where the interior point method beats both simplex variants; not where the user
         chose a solver."""
         if "solver" in self.settings or program.integrality is not None or program.P is not None:
             return False
-        if program.A.nnz < LARGE_LP_NONZEROS:
+        if not many_dense_rows(program.A):
             return False
         return start is None or np.linalg.norm(program.c - start.c) > FAR_COSTS * np.linalg.norm(start.c)
 
@@ -269,6 +273,15 @@ class HighsSolver(SimplexBackend):
             highspy.Highs.resetThreadScheduler(True)
             highs.run()
         highspy.Highs.resetThreadScheduler(True)
+
+
+def many_dense_rows(A: sp.csc_array) -> bool:
+    """At least ``DENSE_ROWS`` rows of ``DENSE_ROW_NONZEROS`` entries or more (a matrix with
+    fewer entries in all is not counted: small LPs pay nothing)."""
+    if A.nnz < DENSE_ROWS * DENSE_ROW_NONZEROS:
+        return False
+    entries_per_row = np.bincount(A.indices, minlength=A.shape[0])
+    return int(np.count_nonzero(entries_per_row >= DENSE_ROW_NONZEROS)) >= DENSE_ROWS
 
 
 # Basis status codes and back, by table: converting each status through int() costs 10x more.
