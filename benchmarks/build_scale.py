@@ -88,7 +88,7 @@ class Route:
 FAER = {"direct_solve_method": "faer", "max_threads": 1}
 # The reference of the gradient comparison is the first route with the same gradient.
 LP75_ROUTES = (
-    Route("HiGHS, defaults (interior point for large LPs)", "HIGHS", cvxpy_solve=True),
+    Route("HiGHS, defaults (interior point: many dense rows)", "HIGHS", cvxpy_solve=True),
     Route("HiGHS, defaults", "HIGHS", gradient="lower"),
     Route("HiGHS, defaults", "HIGHS", gradient="lower-small"),
     Route("HiGHS interior point everywhere", "HIGHS", {"solver": "ipm"}),
