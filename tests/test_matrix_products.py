@@ -67,6 +67,23 @@ def transposed_forms(n: int = 4, k: int = 3, seed: int = 2) -> Case:
     return Case(problem, [A, B, b], [x, cone.dual_variables[0], bound.dual_variables[0]], values)
 
 
+def constraint_forms(n: int = 5, k: int = 2, seed: int = 6) -> Case:
+    """cp.norm(A @ x) in the objective, x @ C in an inequality, B.T @ x in an equality, on a
+    nonnegative variable (an operand with attributes: the products get their own copy of it)."""
+    rng = np.random.default_rng(seed)
+    x = cp.Variable(n, nonneg=True)
+    A, B, C = cp.Parameter((k + 1, n)), cp.Parameter((n, k)), cp.Parameter((n, k))
+    e, d = cp.Parameter(k), cp.Parameter(k)
+    inequality, equality = x @ C <= d, B.T @ x == e
+    objective = cp.Minimize(cp.norm(A @ x - 1) + 0.5 * cp.sum_squares(x))
+    problem = cp.Problem(objective, [inequality, equality])
+    x0 = rng.uniform(0.2, 0.8, n)
+    B_value, C_value = rng.standard_normal((n, k)), rng.standard_normal((n, k))
+    values = [rng.standard_normal((k + 1, n)), B_value, C_value, B_value.T @ x0, C_value.T @ x0 + 0.1]
+    duals = [inequality.dual_variables[0], equality.dual_variables[0]]
+    return Case(problem, [A, B, C, e, d], [x, *duals], values)
+
+
 def lp(n: int = 8, m_ub: int = 3, m_eq: int = 2, seed: int = 3) -> Case:
     """cvxpylayers #75 in small: an LP with parametrized inequality and equality matrices."""
     rng = np.random.default_rng(seed)
@@ -83,7 +100,7 @@ def lp(n: int = 8, m_ub: int = 3, m_eq: int = 2, seed: int = 3) -> Case:
 
 
 CASES: dict[str, Callable[[], Case]] = {
-    f.__name__: f for f in (norm_with_equalities, factor_quadratic, transposed_forms, lp)
+    f.__name__: f for f in (norm_with_equalities, factor_quadratic, transposed_forms, constraint_forms, lp)
 }
 
 
@@ -119,6 +136,8 @@ def _products(case: Case) -> int:
         ("factor_quadratic", "implicit", "SCS", 1e-9, 1e-8),
         ("transposed_forms", "lpgd", "SCS", 1e-9, 1e-7),
         ("transposed_forms", "implicit", "SCS", 1e-9, 1e-8),
+        ("constraint_forms", "lpgd", "SCS", 1e-9, 1e-7),
+        ("constraint_forms", "implicit", "SCS", 1e-9, 1e-8),
         # On an LP the default's finite step measures the costs without their part in the row
         # space of the conic program's equality rows, and the direct path adds rows z = A x: its
         # step differs from CVXPY's path by design. A fixed LPGD step is the same computation.
@@ -188,11 +207,13 @@ def _cvxpy_loss(case: Case, weights: np.ndarray) -> Callable[[list[np.ndarray]],
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("name", ["norm_with_equalities", "factor_quadratic"])
+@pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.usefixtures("direct")
 def test_matrix_gradients_match_finite_differences(name: str) -> None:
     """Gradients w.r.t. the parameter matrices (direct path, default gradient) against central
-    differences of CVXPY's solves."""
+    differences of CVXPY's solves: every form of product (``A @ x`` in a norm, a square, a cone
+    and the constraints, ``x @ A``, ``A.T @ x``), and the LP, whose x is piecewise linear in its
+    matrices (the default gradient's small step there)."""
     case = CASES[name]()
     assert _products(case) >= 1
     weights = np.random.default_rng(5).standard_normal(case.outputs[0].shape)
@@ -217,15 +238,20 @@ def test_cases_left_to_cvxpy() -> None:
     small = cp.Parameter((n, n // 2 - 1))
     q = cp.Parameter(n)
 
-    def products(expr: cp.Expression) -> int:
-        return len(matrix_products.rewrite(cp.Problem(cp.Minimize(expr))).products)
+    def products(expr: cp.Expression, constraints: list | None = None) -> int:
+        return len(matrix_products.rewrite(cp.Problem(cp.Minimize(expr), constraints)).products)
 
     assert products(cp.norm(A @ x)) == 1
     assert products(cp.norm(x @ A) + cp.norm(A.T @ x)) == 2
+    assert products(cp.sum_squares(A @ x - 1) + cp.norm(A @ x[::-1], 1)) == 2
+    assert products(cp.sum(x), [x @ A <= 1, A.T @ x == 0, cp.SOC(cp.sum(x), A @ x)]) == 3
+    assert products(cp.sum(cp.Variable(n, nonneg=True) @ A)) == 1  # via a copy of the variable
+    assert products(cp.norm(x @ A.T) + cp.norm(cp.matmul(A, 2 * x + X[:, 0]))) == 2
     assert products(cp.norm(nonneg @ x)) == 0  # CVXPY checks and lowers attributes
     assert products(cp.norm(small @ x[: n // 2 - 1])) == 0  # below MIN_ENTRIES
     assert products(cp.norm(A @ X)) == 0  # a matrix operand
     assert products(cp.norm((2 * A) @ x)) == 0  # not a bare parameter
+    assert products(cp.norm(A[:, : n // 2] @ x[: n // 2]) + cp.norm((A + nonneg) @ x)) == 0
     assert products(cp.norm(A @ q)) == 0  # no variable (and not DPP)
 
 

@@ -100,6 +100,20 @@ _ITERATION_LIMITS = ("simplex_iteration_limit", "ipm_iteration_limit", "qp_itera
 # a solve from a basis continues with the simplex that keeps it feasible (12 x 12 grid shortest
 # path, from another item's basis: 82 primal pivots, 104 dual, 2.0 against 2.8 ms).
 _PRIMAL, _DUAL = 4, 1
+# An LP with many dense rows that starts cold, or from a basis optimal for costs far from its
+# own, runs HiGHS's interior point method with crossover (which ends on a vertex with a basis, as
+# the simplex does). Cold solves in the layer, CPU s, simplex against interior point: the LP of
+# cvxpylayers #75 (625 dense rows, 5643 columns; benchmarks/build_scale.py --part lp75) 10.8-14
+# against 8.0-8.3; its generator with 624 rows x 2000 columns 4.3 against 3.4, 300 x 5643 2.1
+# against 2.7, 100 x 20,000 1.0 against 2.3; a banded sparse LP of 1.3 million nonzeros
+# (benchmarks/problems.py sparse_lp(170_000)) 5.5 against 26. And on the #75 LP, after the
+# default gradient's cost steps of relative size 10 and 0.5, as highspy solves of the LP itself:
+# 5.1 s cold against 18 s and 14 s for the dual simplex from the forward's basis, and over 100 s
+# and 60 s for the primal simplex from it; its small step (1e-3) stays with the basis (about 40
+# primal pivots, 1 s in the layer).
+DENSE_ROW_NONZEROS = 1000  # a row of the conic matrix with this many entries is dense
+DENSE_ROWS = 500  # the dense rows from which an LP takes the interior point method
+FAR_COSTS = 0.1  # |c - c_basis| / |c_basis| from which a large LP's basis is not used
 
 _Status = highspy.HighsModelStatus
 _STATUS = {
@@ -225,6 +239,9 @@ class HighsSolver(SimplexBackend):
         # basis made each result depend on its batch neighbours, and did not pay (module docstring).
         basis = warm_start.basis if warm_start is not None and not mixed_integer else None
         start = basis if isinstance(basis, _Start) else None
+        interior = self._interior_point(program, start)
+        if interior:
+            start = None
         if start is not None:
             highs.setBasis(start.basis.highs)
         else:
@@ -232,6 +249,8 @@ class HighsSolver(SimplexBackend):
             if mixed_integer and warm_start is not None and warm_start.usable:
                 highs.setSolution(n, _indices(n), warm_start.x)
         self._set_strategy(highs, start is not None, start is not None and np.array_equal(start.b, program.b))
+        if "solver" not in self.settings:
+            highs.setOptionValue("solver", "ipm" if interior else DEFAULTS["solver"])
         self._run(highs)
         if start is not None and highs.getModelStatus() != _Status.kOptimal:
             # A warm start must not turn a solvable item into a failure: HiGHS can stop with
@@ -307,6 +326,16 @@ class HighsSolver(SimplexBackend):
             return None
         return stack.solutions(programs)
 
+    def _interior_point(self, program: ConeProgram, start: _Start | None) -> bool:
+        """An LP with ``DENSE_ROWS`` dense rows, cold or from a basis ``FAR_COSTS`` away from its
+        costs, where the interior point method beats both simplex variants; not where the user
+        chose a solver."""
+        if "solver" in self.settings or program.integrality is not None or program.P is not None:
+            return False
+        if not many_dense_rows(program.A):
+            return False
+        return start is None or np.linalg.norm(program.c - start.c) > FAR_COSTS * np.linalg.norm(start.c)
+
     def _own_vertex(
         self, block: _Block, program: ConeProgram, solution: Solution, workspace: Workspace
     ) -> Solution:
@@ -350,6 +379,15 @@ class HighsSolver(SimplexBackend):
             highspy.Highs.resetThreadScheduler(True)
             highs.run()
         highspy.Highs.resetThreadScheduler(True)
+
+
+def many_dense_rows(A: sp.csc_array) -> bool:
+    """At least ``DENSE_ROWS`` rows of ``DENSE_ROW_NONZEROS`` entries or more (a matrix with
+    fewer entries in all is not counted: small LPs pay nothing)."""
+    if A.nnz < DENSE_ROWS * DENSE_ROW_NONZEROS:
+        return False
+    entries_per_row = np.bincount(A.indices, minlength=A.shape[0])
+    return int(np.count_nonzero(entries_per_row >= DENSE_ROW_NONZEROS)) >= DENSE_ROWS
 
 
 # Basis status codes and back: a status's ``value`` is read 5x faster than it hashes (pybind11
@@ -408,10 +446,12 @@ def _indices(k: int) -> np.ndarray:
 @dataclass(frozen=True)
 class _Start:
     """A final simplex basis (``Solution.basis`` of a HiGHS LP solve) and the right-hand side
-    it was optimal for, which decides the simplex that a re-solve from it continues with."""
+    it was optimal for, which decides the simplex that a re-solve from it continues with, and
+    the costs, whose distance decides whether a large LP uses it (``FAR_COSTS``)."""
 
     basis: Basis
     b: np.ndarray
+    c: np.ndarray
 
 
 @dataclass
@@ -462,7 +502,7 @@ class _Model:
         if status in (OPTIMAL, OPTIMAL_INACCURATE, ITERATION_LIMIT):
             values = _read_values(highs)
             if not mixed_integer:
-                basis = _Start(Basis(highs.getBasis()), self.b)
+                basis = _Start(Basis(highs.getBasis()), self.b, self.c)
         return _conic_solution(
             program,
             self.bounds,
@@ -690,7 +730,7 @@ class _Stack:
                 status=OPTIMAL,
                 solver_status=words,
                 iterations=iterations,
-                basis=_Start(Basis(codes=(codes[i, :n], codes[i, n:])), program.b.copy()),
+                basis=_Start(Basis(codes=(codes[i, :n], codes[i, n:])), program.b.copy(), program.c.copy()),
             )
             for i, program in enumerate(programs)
         ]
