@@ -1,4 +1,5 @@
-"""HiGHS backend: dual simplex for LPs, branch and bound for mixed-integer LPs.
+"""HiGHS backend: dual simplex for LPs (interior point with crossover for LPs with many dense rows:
+``many_dense_rows``), branch and bound for mixed-integer LPs.
 
 A simplex solver ends on a vertex with a basis, and a re-solve after a change of costs or
 right-hand sides can start from a basis: the LPGD re-solves (and ``warm_start=True`` calls) start
