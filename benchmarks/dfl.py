@@ -34,6 +34,7 @@ A gradient variant, from Python:
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import sys
 import time
@@ -420,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     start = time.perf_counter()
     rows = run(grids, [m for m in args.methods if available(m)])
-    command = "python -m benchmarks.dfl " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.dfl " + shlex.join(sys.argv[1:] if argv is None else argv)
     text = markdown(rows, grids, command.strip()) + f"\nWall time {time.perf_counter() - start:.0f} s.\n"
     print("\n" + text)
     if args.write:
