@@ -20,7 +20,7 @@ from cvxlpgd.compile import compile_problem
 from cvxlpgd.cone import Integrality
 from cvxlpgd.examples import grid_shortest_path, shortest_path_data
 from cvxlpgd.program import ConicForm
-from cvxlpgd.solvers import highs
+from cvxlpgd.solvers import highs, highs_vertex
 from cvxlpgd.solvers.highs import HighsSolver, stack_size
 
 BATCH = 10
@@ -112,6 +112,34 @@ def test_items_do_not_depend_on_their_group_or_chunking(make) -> None:
     for i in (0, BATCH - 1):
         want = cvxpy_solution(problem, params, [v[i] for v in values], "HIGHS", variables[:1])[0]
         np.testing.assert_allclose(reference[0][i], want, atol=1e-6, err_msg=f"CVXPY, item {i}")
+
+
+@pytest.mark.timeout(300)
+def test_tied_optima_do_not_depend_on_the_batch(monkeypatch) -> None:
+    """Integer costs in {1, 2} on the 5 x 5 path: many items have several shortest paths, and a
+    stacked run could end on any of them depending on the neighbours. Such items are found (a
+    movable nonbasic variable with a zero reduced cost) and solved alone, so forward and default
+    backward give the bits of the item alone and of the batch in another order; each flow is a
+    shortest path (its cost equals CVXPY's optimal value)."""
+    path = grid_shortest_path(5)
+    batch = 24
+    costs = np.random.default_rng(0).integers(1, 3, (batch, path.cost.size)).astype(float)
+    weights = [np.random.default_rng(1).standard_normal((batch, path.flow.size))]
+    layer = CvxpyLayer(path.problem, [path.cost], [path.flow], solver="HIGHS", chunks=1)
+    found = []
+    monkeypatch.setattr(highs, "tied", lambda *args: found.append(highs_vertex.tied(*args)) or found[-1])
+    reference = _run(layer, [costs], weights)
+    assert sum(int(t.sum()) for t in found) >= batch // 4  # the case this test is about
+    order = np.arange(batch)[::-1]
+    for got, want in zip(_run(layer, [costs[order]], [weights[0][order]]), reference, strict=True):
+        np.testing.assert_array_equal(got, want[order], err_msg="another order")
+    for i in range(batch):
+        alone = _run(layer, [costs[i : i + 1]], [weights[0][i : i + 1]])
+        for got, want in zip(alone, reference, strict=True):
+            np.testing.assert_array_equal(got[0], want[i], err_msg=f"item {i} alone")
+        path.cost.value = costs[i]
+        optimum = path.problem.solve(solver=cp.HIGHS)
+        assert abs(costs[i] @ reference[0][i] - optimum) <= 1e-9
 
 
 @pytest.mark.timeout(120)

@@ -20,12 +20,13 @@ unbounded, or at a limit) is not split: each of its items is solved alone. Each 
 block is its ``Solution.basis``, so re-solves start from it as from a single solve's basis.
 What this guarantees: every item gets an optimal solution of its own program, with its own
 status. Where its optimal basis is unique, HiGHS ends on that basis whatever the neighbours, so
-its results are bitwise those of the item alone, in any group, chunking or order. Under ties
-(several optimal bases: a degenerate vertex, or several optimal vertices), which optimal basis a
-block ends on can depend on its neighbours: ``x`` is the same point where the optimal ``x`` is
-unique (to rounding, when two bases give it), but ``y`` (where duals are not unique), the vertex
-chosen among tied ones, and what re-solves from that basis return may differ from the item's
-solve alone. ``Solution.iterations`` of a stacked item is the whole run's count. Mixed-integer
+its results are bitwise those of the item alone, in any group, chunking or order. A block whose
+optimal vertex may not be unique (``highs_vertex.tied``: a movable nonbasic variable at zero
+reduced cost) is solved again alone, so it gets the vertex of its solve in a batch of one
+(integer costs on the 5 x 5 path: without this, 31 of 64 items got another shortest path in the
+batch than alone). Several optimal bases of one vertex (primal degeneracy) remain: ``x`` is the
+same point (to rounding, when two bases give it), but ``y``, where the duals are not unique, can
+depend on the neighbours. ``Solution.iterations`` of a stacked item is the whole run's count. Mixed-integer
 programs (a stacked branch and bound would couple the searches) and QPs are solved per item.
 """
 
@@ -63,7 +64,7 @@ from cvxlpgd.solvers.base import (
     types_of,
 )
 from cvxlpgd.solvers.highs_bounds import BoundRows, ColumnBounds
-from cvxlpgd.solvers.highs_vertex import BasisSystem, LpValues, vertices
+from cvxlpgd.solvers.highs_vertex import BasisSystem, LpValues, tied, vertices
 
 
 def _construct_once_quietly() -> None:
@@ -168,6 +169,8 @@ class HighsSolver(SimplexBackend):
         self._options = tuple(sorted({**_BASE_OPTIONS, **self.settings}.items()))
         key = "primal_feasibility_tolerance"
         self._tolerance = self.settings.get(key, DEFAULTS[key])
+        key = "dual_feasibility_tolerance"
+        self._dual_tolerance = self.settings.get(key, DEFAULTS[key])
         rejected = _rejected_option(self._options)
         if rejected is not None:
             raise ValueError(f"HIGHS rejected the setting {rejected} (out of range or not an allowed value).")
@@ -291,11 +294,12 @@ class HighsSolver(SimplexBackend):
             group, starts = programs[first : first + size], warm_starts[first : first + size]
             stacked = self._solve_stacked(block, group, starts, workspace) if len(group) > 1 else None
             if stacked is None:  # a group of one, or a failed run: each item alone
-                stacked = [
-                    self._own_vertex(block, p, self.solve(p, w, workspace), workspace)
-                    for p, w in zip(group, starts, strict=True)
-                ]
-            solutions += stacked
+                stacked = [None] * len(group)
+            for program, start, solved in zip(group, starts, stacked, strict=True):
+                if solved is None:
+                    alone = self.solve(program, start, workspace)
+                    solved = self._own_vertex(block, program, alone, workspace)
+                solutions.append(solved)
         return solutions
 
     def _solve_stacked(
@@ -304,11 +308,12 @@ class HighsSolver(SimplexBackend):
         programs: Sequence[ConeProgram],
         warm_starts: Sequence[Solution | None],
         workspace: Workspace,
-    ) -> list[Solution] | None:
+    ) -> list[Solution | None] | None:
         """One HiGHS run for ``programs`` stacked, from the items' own bases when every item
         has one (else cold: some blocks' bases are no basis of the model); None unless every
         block ends optimal (the run's status is the whole model's, so a failed block is found
-        by solving each alone)."""
+        by solving each alone), and None for an item whose optimum may be tied (see
+        ``_Stack.solutions``), which is solved alone too."""
         stacks = workspace.setdefault("highs_stacks", {})
         if len(programs) not in stacks:
             stacks[len(programs)] = _Stack.of(self._new_highs(lp=True), block, len(programs))
@@ -325,7 +330,7 @@ class HighsSolver(SimplexBackend):
         self._run(stack.highs)
         if stack.highs.getModelStatus() != _Status.kOptimal:
             return None
-        return stack.solutions(programs)
+        return stack.solutions(programs, self._dual_tolerance)
 
     def _interior_point(self, program: ConeProgram, start: _Start | None) -> bool:
         """An LP with ``DENSE_ROWS`` dense rows, cold or from a basis ``FAR_COSTS`` away from its
@@ -711,15 +716,20 @@ class _Stack:
             size, _indices(size), self.columns.lower.ravel(), self.columns.upper.ravel()
         )
 
-    def solutions(self, programs: Sequence[ConeProgram]) -> list[Solution] | None:
+    def solutions(
+        self, programs: Sequence[ConeProgram], dual_tolerance: float
+    ) -> list[Solution | None] | None:
         """Each block's solution after an optimal run, from its own block of the basis (None
-        when a block's basis cannot be read: the items are then solved alone)."""
+        when a block's basis cannot be read: the items are then solved alone). A block whose
+        optimum may be tied (``tied``) gets None: which of its optimal vertices the run ends on
+        can depend on the neighbours, so it is solved alone, as it would be in a batch of one."""
         joined = self.highs.getBasis()
         k, (r, n) = self.k, self.block.A.shape
         codes = np.hstack([_codes(joined.col_status).reshape(k, n), _codes(joined.row_status).reshape(k, r)])
         values, read = vertices(self.block.system, self.c, self.lower, self.upper, codes)
         if not read.all():
             return None
+        ties = tied(values, codes, self.lower, self.upper, self.c, dual_tolerance)
         # Every block ended optimal: no status to judge (``judged`` only reads iterates at a limit).
         x, y, s = _conic_point(self.block.bounds, self.b, self.columns, values, mixed_integer=False)
         words, iterations = self.highs.modelStatusToString(_Status.kOptimal), _iteration_count(self.highs)
@@ -733,6 +743,8 @@ class _Stack:
                 iterations=iterations,
                 basis=_Start(Basis(codes=(codes[i, :n], codes[i, n:])), program.b.copy(), program.c.copy()),
             )
+            if not ties[i]
+            else None
             for i, program in enumerate(programs)
         ]
 

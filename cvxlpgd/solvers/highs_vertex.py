@@ -90,3 +90,27 @@ def _row_sums(products: np.ndarray) -> np.ndarray:
     """Sums along the last axis, each row on its own (numpy's pairwise sum of one row does not
     depend on the other rows; a matrix product through BLAS could)."""
     return np.add.reduce(products, axis=-1)
+
+
+# A nonbasic variable whose reduced cost is within this many dual feasibility tolerances (relative
+# to the largest cost) of zero could enter the basis at no cost: the optimum may be tied.
+TIE_TOLERANCES = 10.0
+
+
+def tied(
+    values: LpValues,
+    codes: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    c: np.ndarray,
+    dual_tolerance: float,
+) -> np.ndarray:
+    """Which items' optimal vertex may not be unique, as a (k,) boolean array: a nonbasic column
+    or row that can move (its bounds differ) with a reduced cost of about zero. The simplex then
+    stops at one of several optimal vertices, and which one can depend on the rest of the model
+    (in a stacked run: the batch neighbours); a unique optimum has none."""
+    reduced = np.hstack([values.col_dual, values.row_dual])
+    movable = (codes != BASIC) & (lower < upper)
+    scale = np.maximum(1.0, np.abs(c).max(axis=1, initial=0.0))
+    close = np.abs(reduced) <= TIE_TOLERANCES * dual_tolerance * scale[:, None]
+    return np.any(movable & close, axis=1)
