@@ -48,8 +48,8 @@ def check_mixed_integer_problem(
         names = sorted(v.name() for v in problem.variables() if _is_integral(v))
         raise ValueError(
             f"The problem has integer or boolean variables ({', '.join(names)}); {backend.name} solves "
-            f"convex problems only. Use solver='{MIP_SOLVER}' for mixed-integer linear programs (or a "
-            "solver object with mixed_integer = True)."
+            f"convex problems only. Use solver='{MIP_SOLVER}' for mixed-integer linear programs, "
+            "solver='GUROBI' where gurobipy is installed, or a solver object with mixed_integer = True."
         )
     duals = {dv.id: con for con in problem.constraints for dv in con.dual_variables}
     for i, v in enumerate(variables):

@@ -38,7 +38,8 @@ class CvxpyLayer(torch.nn.Module):
         parameters: every ``cp.Parameter`` of the problem, in the order tensors are passed
             (kept as ``layer.cvxpy_parameters``; ``layer.parameters()`` is torch's, and empty).
         variables: the variables to output; a constraint's ``dual_variables[0]`` outputs its dual.
-        solver: ``"SCS"`` (default), ``"CLARABEL"`` or ``"HIGHS"`` (any case, or ``cp.SCS``, ...),
+        solver: ``"SCS"`` (default), ``"CLARABEL"``, ``"HIGHS"`` or, with gurobipy installed,
+            ``"GUROBI"`` (any case, or ``cp.SCS``, ...),
             or an object implementing ``cvxlpgd.ConeSolver`` (a user's own backend, used with LPGD).
         gp: ``True`` for a disciplined geometric program (log-log convex; see ``cvxlpgd.dgp``).
         verbose: let the solver print its progress.
