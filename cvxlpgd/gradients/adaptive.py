@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache, lru_cache, partial
 
 import numpy as np
 import scipy.sparse as sp
@@ -103,17 +103,26 @@ class AdaptiveLPGD(ReSolvingMethod):
         lp = is_lp(structure)
         exact = not lp and kkt.supports(structure.dims, solver.canon_solver)
         equalities = equality_projectors(program)
+        planned: dict[int, list[Step]] = {}  # id(re-solver) -> its finite steps
+
+        def finite_steps(resolver: ItemReSolver, dx_i, dy_i) -> list[Step]:
+            """An item's finite steps, computed once for the chunk's first re-solves and its gradient."""
+            key = id(resolver)  # the re-solvers live for the whole chunk, so ids are not reused
+            if key not in planned:
+                planned[key] = self._finite_steps(resolver, dx_i, dy_i, equalities(resolver.base))
+            return planned[key]
 
         def item_gradient(resolver: ItemReSolver, dx_i, dy_i, record: ItemRecord) -> DataGradient | None:
             if not _nonzero(dx_i, dy_i):
                 return DataGradient.zeros(structure)
             if lp:
-                return self._lp_gradient(resolver, dx_i, dy_i, needed, record, equalities(resolver.base))
+                steps = partial(finite_steps, resolver, dx_i, dy_i)
+                return self._lp_gradient(resolver, dx_i, dy_i, needed, record, steps)
             grad = kkt.exact_gradient(structure, resolver.base, resolver.star, dx_i, dy_i) if exact else None
             if grad is None:
                 grad = self._small_step(resolver, dx_i, dy_i, record)
             if grad is not None and self._locally_constant(resolver, grad, dx_i, needed):
-                finite = self._finite_step(resolver, dx_i, dy_i, record, equalities(resolver.base))
+                finite = self._finite_step(resolver, dx_i, dy_i, record, finite_steps(resolver, dx_i, dy_i))
                 grad = grad if finite is None else grad.merged(finite, COSTS)
             return grad
 
@@ -121,8 +130,8 @@ class AdaptiveLPGD(ReSolvingMethod):
             """An LP's first finite step, both sides (solved for the whole chunk at once)."""
             if not (lp and _nonzero(dx_i, dy_i) and self._wants_finite(needed, dy_i)):
                 return []
-            steps = self._finite_steps(resolver, dx_i, dy_i, equalities(resolver.base))
-            return [(sign, step) for step in steps[:1] for sign in SIGNS[step.side]]
+            first = finite_steps(resolver, dx_i, dy_i)[0]
+            return [(sign, first) for sign in SIGNS[first.side]]
 
         return differentiate_items(solver, program, solved, dx, dy, start, item_gradient, first_re_solves)
 
@@ -138,13 +147,13 @@ class AdaptiveLPGD(ReSolvingMethod):
         dy: np.ndarray | None,
         needed: frozenset[Block],
         record: ItemRecord,
-        equalities: Projector | None,
+        finite_steps: Callable[[], list[Step]],
     ) -> DataGradient | None:
         """An LP: the finite step for the costs (and with dual outputs, for every block); the
         small step for b and A when only primal outputs reach them."""
         finite_blocks = _finite_blocks(needed, dy)
         wanted = self._wants_finite(needed, dy)
-        finite = self._finite_step(resolver, dx, dy, record, equalities) if wanted else None
+        finite = self._finite_step(resolver, dx, dy, record, finite_steps()) if wanted else None
         if finite is None and wanted:
             record.kept_small_step = True
         rest = needed - (finite_blocks if finite is not None else frozenset())
@@ -161,17 +170,16 @@ class AdaptiveLPGD(ReSolvingMethod):
         dx: np.ndarray,
         dy: np.ndarray | None,
         record: ItemRecord,
-        equalities: Projector | None,
+        steps: list[Step],
     ) -> DataGradient | None:
-        """LPGD's finite step at the large relative steps (one side alone where the other fails);
-        its scale leaves out what ``equalities`` projects away."""
-        steps = self._finite_steps(resolver, dx, dy, equalities)
+        """LPGD's finite step at the large relative steps (one side alone where the other fails)."""
         return lpgd_gradient(resolver, dx, dy, steps, fallback=True, record=record)
 
     def _finite_steps(
         self, resolver: ItemReSolver, dx: np.ndarray, dy: np.ndarray | None, equalities: Projector | None
     ) -> list[Step]:
-        """The finite step and its retries, each a tenth of the one before."""
+        """The finite step and its retries, each a tenth of the one before; its scale leaves out
+        what ``equalities`` projects away."""
         r = self._ratio(resolver, dx, dy, equalities)
         if self.large_upper is None:
             first = Step(self.large / r, side="lower")
