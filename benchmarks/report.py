@@ -13,8 +13,8 @@ from pathlib import Path
 from benchmarks.suite import LPGD_SIDES, PEER_ARGS, SOLVER_ARGS, Row
 
 TARGET_PEER = 1 / 3  # (1) f+b <= 1/3 of cvxpylayers f+b (default gradient; one-sided LPGD alongside)
-TARGET_PEER_SHARE = 0.8  # ... on at least this share of the problem/solver pairs (issue 23: 8 of 10)
-TARGET_BATCH_ONE = 1.1  # batch 1: forward <= 1.1x raw build+solve (issue 23)
+TARGET_PEER_SHARE = 0.8  # ... on at least this share of the problem/solver pairs (8 of 10)
+TARGET_BATCH_ONE = 1.1  # batch 1: forward <= 1.1x raw build+solve
 TARGET_RAW = 1.2  # (2) forward <= 1.2x raw solver
 TARGET_ONE_SIDE, TARGET_CENTRAL = 1.0, 2.0  # (3) backward / forward
 TARGET_BUILD_S, TARGET_PEAK = 10.0, 3 * 2**30  # (4) 10^5 LP build
