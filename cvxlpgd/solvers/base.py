@@ -133,6 +133,21 @@ def solves_many(solver: ConeSolver) -> bool:
 TIGHTEST_EPS = 1e-10
 
 
+def kept_model(
+    workspace: Workspace | None, key: str, program: ConeProgram, build: Callable[[ConeProgram], Any]
+) -> Any:
+    """The model ``workspace`` keeps under ``key``, changed to ``program`` (its ``update``), or a
+    new one from ``build``, kept there for the next program of the same structure."""
+    if workspace is not None and key in workspace:
+        model = workspace[key]
+        model.update(program)
+        return model
+    model = build(program)
+    if workspace is not None:
+        workspace[key] = model
+    return model
+
+
 def tightened(own: float, eps: float | None) -> float:
     """A backend tolerance ``own`` tightened to ``eps``, never below ``TIGHTEST_EPS``."""
     return own if eps is None else min(own, max(eps, TIGHTEST_EPS))

@@ -60,6 +60,7 @@ from cvxlpgd.solvers.base import (
     Workspace,
     check_cones,
     check_settings,
+    kept_model,
     split_common,
     types_of,
 )
@@ -230,13 +231,7 @@ class HighsSolver(SimplexBackend):
         eps: float | None = None,
     ) -> Solution:
         del eps  # a vertex is exact: see SimplexBackend
-        if workspace is not None and "highs" in workspace:
-            model = workspace["highs"]
-            model.update(program)
-        else:
-            model = self._build(program)
-            if workspace is not None:
-                workspace["highs"] = model
+        model: _Model = kept_model(workspace, "highs", program, self._build)
         highs, n = model.highs, program.c.size
         mixed_integer = program.integrality is not None
         # Cold, unless this item's own earlier basis is given: a start from the previous item's
