@@ -223,3 +223,25 @@ def cvxpy_solution(problem: cp.Problem, params, values, solver: str, outputs) ->
         p.value = v
     problem.solve(solver=solver)
     return [np.asarray(o.value) for o in outputs]
+
+
+def mixed_milp():
+    """A small MILP with integer, boolean, nonnegative and bounded columns (CVXPY moves their
+    bounds out of A); its costs are the parameters (the HiGHS and Gurobi tests share it)."""
+    rng = np.random.default_rng(7)
+    weight = rng.uniform(1.0, 3.0, 6)
+    count = cp.Variable(6, integer=True, name="count")
+    pick = cp.Variable(3, boolean=True, name="pick")
+    slack = cp.Variable(2, nonneg=True, name="slack")
+    level = cp.Variable(bounds=[-1.0, 2.5], name="level")
+    value, bonus = cp.Parameter(6, name="value"), cp.Parameter(3, name="bonus")
+    constraints = [
+        weight @ count + pick.sum() + slack.sum() <= 7.3,
+        count >= 0,
+        count <= 3,
+        slack[0] + level >= -0.5,
+        count[0] + count[1] <= 2 + pick[0],
+    ]
+    objective = cp.Minimize(-value @ count - bonus @ pick + slack.sum() - 0.1 * level)
+    values = [rng.uniform(1.0, 4.0, 6), rng.uniform(0.1, 2.0, 3)]
+    return cp.Problem(objective, constraints), [value, bonus], [count, pick, slack, level], values

@@ -16,7 +16,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 import torch
-from problems import cvxpy_solution, own_basis_re_solves, random_lp, rhs_lp
+from problems import cvxpy_solution, mixed_milp, own_basis_re_solves, random_lp, rhs_lp
 
 from cvxlpgd import LPGD, CvxpyLayer
 from cvxlpgd.compile import compile_problem
@@ -34,27 +34,6 @@ def _knapsack(items: int = 32, dim: int = 2, capacity: float = 20.0, seed: int =
     value, pick = cp.Parameter(items, name="value"), cp.Variable(items, name="pick", boolean=True)
     problem = cp.Problem(cp.Maximize(value @ pick), [weights @ pick <= capacity])
     return problem, value, pick
-
-
-def _mixed_milp():
-    """Integer, boolean, nonnegative and bounded columns (CVXPY moves their bounds out of A)."""
-    rng = np.random.default_rng(7)
-    weight = rng.uniform(1.0, 3.0, 6)
-    count = cp.Variable(6, integer=True, name="count")
-    pick = cp.Variable(3, boolean=True, name="pick")
-    slack = cp.Variable(2, nonneg=True, name="slack")
-    level = cp.Variable(bounds=[-1.0, 2.5], name="level")
-    value, bonus = cp.Parameter(6, name="value"), cp.Parameter(3, name="bonus")
-    constraints = [
-        weight @ count + pick.sum() + slack.sum() <= 7.3,
-        count >= 0,
-        count <= 3,
-        slack[0] + level >= -0.5,
-        count[0] + count[1] <= 2 + pick[0],
-    ]
-    objective = cp.Minimize(-value @ count - bonus @ pick + slack.sum() - 0.1 * level)
-    values = [rng.uniform(1.0, 4.0, 6), rng.uniform(0.1, 2.0, 3)]
-    return cp.Problem(objective, constraints), [value, bonus], [count, pick, slack, level], values
 
 
 @pytest.mark.timeout(60)
@@ -98,7 +77,7 @@ def test_lp_outputs_equal_highs_and_duals_equal_clarabel() -> None:
 
 @pytest.mark.timeout(60)
 def test_milps_equal_cvxpy_highs() -> None:
-    problem, params, variables, values = _mixed_milp()
+    problem, params, variables, values = mixed_milp()
     layer = CvxpyLayer(problem, params, variables, solver="GUROBI")
     got = [t.numpy() for t in layer(*map(torch.tensor, values))]
     for g, e in zip(got, cvxpy_solution(problem, params, values, cp.HIGHS, variables), strict=True):
@@ -260,7 +239,7 @@ def test_limits_judged_as_highs_judges_them() -> None:
     layer = CvxpyLayer(problem, [c], [x], solver="GUROBI", solver_args={"max_iters": 1, "Presolve": 0})
     with pytest.raises(SolverError, match="iteration_limit"):  # an LP iterate at a limit is no solution
         layer(torch.tensor(c_value))
-    problem, params, variables, values = _mixed_milp()
+    problem, params, variables, values = mixed_milp()
     tensors = [torch.tensor(v) for v in values]
     first = CvxpyLayer(problem, params, variables, solver="GUROBI", solver_args={"SolutionLimit": 1})
     with pytest.warns(UserWarning, match="inaccurately"):  # a MIP incumbent at a limit is usable

@@ -11,7 +11,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 import torch
-from problems import cvxpy_solution, own_basis_re_solves, random_lp, rhs_lp
+from problems import cvxpy_solution, mixed_milp, own_basis_re_solves, random_lp, rhs_lp
 
 from cvxlpgd import LPGD, CvxpyLayer
 from cvxlpgd.compile import compile_problem
@@ -120,33 +120,9 @@ def test_lpgd_resolve_from_own_basis_takes_fewer_pivots() -> None:
     assert sum(warm_iterations) * 2 < sum(cold_iterations), (warm_iterations, cold_iterations)
 
 
-def _knapsack():
-    """A small MILP with integer, boolean, nonneg and bounded variables; costs are parameters."""
-    rng = np.random.default_rng(7)
-    n = 6
-    weight = rng.uniform(1.0, 3.0, n)
-    count = cp.Variable(n, integer=True, name="count")
-    pick = cp.Variable(3, boolean=True, name="pick")
-    slack = cp.Variable(2, nonneg=True, name="slack")
-    level = cp.Variable(bounds=[-1.0, 2.5], name="level")
-    value = cp.Parameter(n, name="value")
-    bonus = cp.Parameter(3, name="bonus")
-    constraints = [
-        weight @ count + pick.sum() + slack.sum() <= 7.3,
-        count >= 0,
-        count <= 3,
-        slack[0] + level >= -0.5,
-        count[0] + count[1] <= 2 + pick[0],
-    ]
-    objective = cp.Minimize(-value @ count - bonus @ pick + slack.sum() - 0.1 * level)
-    problem = cp.Problem(objective, constraints)
-    values = [rng.uniform(1.0, 4.0, n), rng.uniform(0.1, 2.0, 3)]
-    return problem, [value, bonus], [count, pick, slack, level], values
-
-
 @pytest.mark.timeout(120)
 def test_milp_layer_equals_cvxpy_highs() -> None:
-    problem, params, variables, values = _knapsack()
+    problem, params, variables, values = mixed_milp()
     layer = CvxpyLayer(problem, params, variables, solver="HIGHS", gradient=LPGD(tau=1.0, side="lower"))
     got = [t.numpy() for t in layer(*[torch.tensor(v) for v in values])]
     expected = cvxpy_solution(problem, params, values, cp.HIGHS, variables)
@@ -164,7 +140,7 @@ def test_layer_and_the_users_own_highs_solves_share_a_thread(users_solve_first: 
     on the calling thread): ``problem.solve(solver=cp.HIGHS, threads=2)`` (say, the true optima
     for a regret) then the layer made every layer solve fail; the layer then the user's solve
     made the user's fail, while the layer asked HiGHS for one thread."""
-    problem, params, variables, values = _knapsack()
+    problem, params, variables, values = mixed_milp()
 
     def users_solve() -> list[np.ndarray]:
         for p, v in zip(params, values, strict=True):
@@ -230,7 +206,7 @@ def _on_a_fresh_thread(work: Callable[[], T]) -> T:
 def test_lpgd_on_milp_equals_formula_from_direct_solves(side: str) -> None:
     """For a parameter in the linear cost, LPGD's gradient is (x(c + s tau dx) - ...) / tau: built
     here from CVXPY's own HiGHS solves at the perturbed costs (dL/dc = x)."""
-    problem, params, variables, values = _knapsack()
+    problem, params, variables, values = mixed_milp()
     tau = 0.8
     layer = CvxpyLayer(problem, params, variables[:2], solver="HIGHS", gradient=LPGD(tau=tau, side=side))
     tensors = [torch.tensor(v, requires_grad=True) for v in values]
@@ -256,7 +232,7 @@ def test_lpgd_on_milp_equals_formula_from_direct_solves(side: str) -> None:
 
 @pytest.mark.timeout(120)
 def test_milp_stopped_with_incumbent_is_inaccurate_without_it_fails() -> None:
-    problem, params, variables, values = _knapsack()
+    problem, params, variables, values = mixed_milp()
     tensors = [torch.tensor(v) for v in values]
     # Stop at the first improving solution: usable, with a warning.
     first = CvxpyLayer(problem, params, variables, solver="HIGHS", solver_args={"mip_max_improving_sols": 1})
